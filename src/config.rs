@@ -1,0 +1,250 @@
+//! Configuration shared by every subcommand: where the broker, InfluxDB and the API are,
+//! and with which credentials.
+//!
+//! Each option is a flag with an environment variable and a default equal to the
+//! reference stack (`docker-compose.yml`, `scripts/services.sh`). The names are part of
+//! the public contract (`docs/configuration.md`). Values are checked while the command
+//! line is parsed, so a bad value stops the program with exit code 2 and a one-line
+//! reason before anything connects. Secrets are wrapped in [`Secret`], whose `Debug`
+//! and `Display` print `***`, and are never shown in `--help`.
+
+use std::fmt;
+
+use clap::Args;
+use url::Url;
+
+/// A password or token. Printing it (`{}` or `{:?}`) shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where and how to reach the MQTT broker, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`: TLS to the broker.
+    pub tls: bool,
+}
+
+impl fmt::Display for MqttEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// Parses `mqtt://host[:port]` or `mqtts://host[:port]` (also `tcp://`, as the Paho
+/// clients spell it). Credentials belong in their own options, not in the URL, so
+/// that they never end up in a log line that prints the URL.
+pub fn parse_mqtt_url(s: &str) -> Result<MqttEndpoint, String> {
+    let url = Url::parse(s).map_err(|e| format!("{e} (expected mqtt://host:port)"))?;
+    let tls = match url.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} (expected mqtt:// or mqtts://)"
+            ))
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("put credentials in --mqtt-username/--mqtt-password, not in the URL".into());
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("missing host (expected mqtt://host:port)")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err("an MQTT URL has no path, query or fragment".into());
+    }
+    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+    if port == 0 {
+        return Err("port 0 is not a valid broker port".into());
+    }
+    Ok(MqttEndpoint { host, port, tls })
+}
+
+/// Parses an `http://` or `https://` base URL (InfluxDB, the arng API).
+pub fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{e} (expected http://host:port)"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "unsupported scheme {:?} (expected http:// or https://)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("missing host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a base URL has no query or fragment".into());
+    }
+    Ok(url)
+}
+
+fn parse_non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else if s.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    parse_non_empty(s).map(Secret)
+}
+
+/// MQTT connection options, shared by every subcommand that talks to the broker.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "MQTT broker")]
+pub struct MqttArgs {
+    /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS.
+    #[arg(id = "mqtt_url", long = "mqtt-url", env = "ARNG_MQTT_URL", default_value = "mqtt://localhost:1883",
+          value_parser = parse_mqtt_url, value_name = "URL")]
+    pub url: MqttEndpoint,
+
+    /// Broker account name (the broker refuses anonymous clients).
+    #[arg(id = "mqtt_username", long = "mqtt-username", env = "ARNG_MQTT_USERNAME", value_parser = parse_non_empty,
+          value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Broker account password (prefer the environment variable: command lines are
+    /// visible to other users of the machine).
+    #[arg(id = "mqtt_password", long = "mqtt-password", env = "ARNG_MQTT_PASSWORD", hide_env_values = true,
+          value_parser = parse_secret, value_name = "PASSWORD", requires = "mqtt_username")]
+    pub password: Option<Secret>,
+}
+
+/// InfluxDB 2 connection options, named as the official `influx` CLI and Telegraf
+/// name them so that users' environments carry over.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "InfluxDB")]
+pub struct InfluxArgs {
+    /// InfluxDB base URL.
+    #[arg(id = "influx_url", long = "influx-url", env = "INFLUX_URL", default_value = "http://localhost:8086",
+          value_parser = parse_http_url, value_name = "URL")]
+    pub url: Url,
+
+    /// Organization.
+    #[arg(id = "influx_org", long = "influx-org", env = "INFLUX_ORG", default_value = "ares",
+          value_parser = parse_non_empty, value_name = "ORG")]
+    pub org: String,
+
+    /// Bucket for readings, heartbeats and alerts.
+    #[arg(id = "influx_bucket", long = "influx-bucket", env = "INFLUX_BUCKET", default_value = "entrepot",
+          value_parser = parse_non_empty, value_name = "BUCKET")]
+    pub bucket: String,
+
+    /// API token (defaults to the reference stack's development token).
+    #[arg(id = "influx_token", long = "influx-token", env = "INFLUX_TOKEN", default_value = "dev-token",
+          hide_default_value = true, hide_env_values = true, value_parser = parse_secret,
+          value_name = "TOKEN")]
+    pub token: Secret,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        mqtt: MqttArgs,
+        #[command(flatten)]
+        influx: InfluxArgs,
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        let e = parse_mqtt_url("mqtt://localhost:1883").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.tls), ("localhost", 1883, false));
+        assert_eq!(parse_mqtt_url("mqtts://broker").unwrap().port, 8883);
+        assert_eq!(parse_mqtt_url("tcp://127.0.0.1").unwrap().port, 1883);
+        assert_eq!(parse_mqtt_url("mqtt://[::1]:1884").unwrap().host, "::1");
+        assert!(parse_mqtt_url("http://x").unwrap_err().contains("scheme"));
+        assert!(parse_mqtt_url("localhost:1883").is_err());
+        assert!(parse_mqtt_url("mqtt://u:p@host").unwrap_err().contains("credentials"));
+        assert!(parse_mqtt_url("mqtt://host:99999").is_err());
+        assert!(parse_mqtt_url("mqtt://host/path").is_err());
+        assert!(parse_mqtt_url("mqtt://host:0").is_err());
+    }
+
+    #[test]
+    fn http_urls() {
+        assert!(parse_http_url("http://localhost:8086").is_ok());
+        assert!(parse_http_url("ftp://x").unwrap_err().contains("scheme"));
+        assert!(parse_http_url("localhost:8086").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_reference_stack() {
+        let t = T::try_parse_from(["t"]).unwrap();
+        assert_eq!(t.mqtt.url.to_string(), "mqtt://localhost:1883");
+        assert_eq!(t.influx.url.as_str(), "http://localhost:8086/");
+        assert_eq!(t.influx.org, "ares");
+        assert_eq!(t.influx.bucket, "entrepot");
+        assert_eq!(t.influx.token.expose(), "dev-token");
+    }
+
+    #[test]
+    fn secrets_stay_hidden() {
+        let t = T::try_parse_from([
+            "t",
+            "--mqtt-username",
+            "u",
+            "--mqtt-password",
+            "hunter2",
+            "--influx-token",
+            "tok-123",
+        ])
+        .unwrap();
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("tok-123"), "{dbg}");
+        use clap::CommandFactory;
+        let help = T::command().render_long_help().to_string();
+        assert!(!help.contains("dev-token"), "{help}");
+    }
+
+    #[test]
+    fn bad_values_fail_at_parse_time() {
+        for args in [
+            vec!["t", "--mqtt-url", "nope"],
+            vec!["t", "--influx-url", "mqtt://x"],
+            vec!["t", "--influx-org", ""],
+            vec!["t", "--influx-token", " "],
+            vec!["t", "--mqtt-password", "p"],
+        ] {
+            let err = T::try_parse_from(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

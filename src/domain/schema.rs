@@ -1,0 +1,81 @@
+//! The InfluxDB schema: which measurement, tags and fields each message becomes.
+//!
+//! | measurement | tags | fields | time |
+//! |---|---|---|---|
+//! | `readings` | `zone`, `sensor` | `temp` (float, °C), `hum` (float, %), `alert_level` (int 0/1/2), `seq` (int, when sent) | reading's `timestamp` |
+//! | `heartbeats` | `zone` | `sensors` (int, 0 when not sent) | heartbeat's `timestamp` |
+//!
+//! Tags are the low-cardinality dimensions dashboards filter on (a few zones, tens to
+//! thousands of sensors); everything measured is a field. Because a point is identified
+//! by measurement + tag set + timestamp, writing the same reading twice (an MQTT
+//! redelivery) overwrites the first point instead of adding a second one: that is what
+//! makes the at-least-once chain idempotent.
+
+use super::line_protocol::Point;
+use super::payload::{Heartbeat, Reading};
+
+/// Measurement of sensor readings.
+pub const READINGS: &str = "readings";
+/// Measurement of zone heartbeats.
+pub const HEARTBEATS: &str = "heartbeats";
+
+/// Timestamp precision used for every write (payload timestamps carry milliseconds).
+pub const WRITE_PRECISION: &str = "ms";
+
+pub fn reading_point(r: &Reading) -> Point {
+    let mut p = Point::new(READINGS)
+        .tag("zone", r.zone.as_str())
+        .tag("sensor", r.sensor.as_str())
+        .float("temp", r.temp)
+        .float("hum", r.hum)
+        .int("alert_level", r.alert_level.code());
+    if let Some(seq) = r.seq {
+        // Stored as a signed integer: Flux handles `int` everywhere, `uint` poorly.
+        p = p.int("seq", i64::try_from(seq).unwrap_or(i64::MAX));
+    }
+    p.timestamp(r.timestamp)
+}
+
+pub fn heartbeat_point(h: &Heartbeat) -> Point {
+    Point::new(HEARTBEATS)
+        .tag("zone", h.zone.as_str())
+        .int("sensors", h.sensors.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)))
+        .timestamp(h.timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AlertLevel, SensorId, Zone};
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn reading_becomes_one_point() {
+        let r = Reading {
+            zone: Zone::new("nord").unwrap(),
+            sensor: SensorId::new("s1").unwrap(),
+            seq: Some(5),
+            timestamp: Utc.timestamp_millis_opt(1_795_850_102_125).unwrap(),
+            temp: 31.5,
+            hum: 40.0,
+            alert_level: AlertLevel::Critical,
+        };
+        assert_eq!(
+            reading_point(&r).to_line().unwrap(),
+            "readings,sensor=s1,zone=nord temp=31.5,hum=40.0,alert_level=2i,seq=5i 1795850102125"
+        );
+    }
+
+    #[test]
+    fn heartbeat_becomes_one_point() {
+        let h = Heartbeat {
+            zone: Zone::new("sud").unwrap(),
+            timestamp: Utc.timestamp_millis_opt(1_795_850_102_000).unwrap(),
+            sensors: None,
+        };
+        assert_eq!(
+            heartbeat_point(&h).to_line().unwrap(),
+            "heartbeats,zone=sud sensors=0i 1795850102000"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! arng runs and checks a warehouse IoT chain: simulated temperature/humidity sensors
+//! publish JSON over MQTT, a middleware applies threshold rules and writes to
+//! InfluxDB 2, a REST API and a live page show it, and supervision tools measure it.
+//!
+//! Layout of the crate:
+//! - [`domain`]: the data contract, pure: names, topics, payloads, InfluxDB schema,
+//!   line protocol, Flux literals. No I/O.
+//! - [`config`]: the options every subcommand shares (flags + environment variables),
+//!   validated while parsing.
+//! - [`mqtt`]: the broker edge (rumqttc options, connecting).
+//! - [`store`]: the InfluxDB edge (writes, Flux queries, annotated CSV, setup).
+//! - [`report`]: rendering of check results as a table or JSON.
+//! - [`cli`]: the command line; [`cmd`]: one module per subcommand.
+//!
+//! `src/main.rs` only parses the command line and maps errors to exit codes.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod domain;
+pub mod mqtt;
+pub mod report;
+pub mod store;

@@ -1,0 +1,53 @@
+//! The `arng` binary: parse, dispatch, map errors to exit codes (0 ok, 1 failure,
+//! 2 bad usage). Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match arng::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    arng::cli::init_tracing(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(arng::cmd::run(cli.command)) {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<arng::cmd::UsageError>().is_some() => {
+            eprintln!("error: {e} (see --help)");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go out whole; a usage mistake is one line on stderr and exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: invalid usage");
+            eprintln!("{first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
