@@ -192,7 +192,9 @@ mod tests {
         assert_eq!(parse_mqtt_url("mqtt://[::1]:1884").unwrap().host, "::1");
         assert!(parse_mqtt_url("http://x").unwrap_err().contains("scheme"));
         assert!(parse_mqtt_url("localhost:1883").is_err());
-        assert!(parse_mqtt_url("mqtt://u:p@host").unwrap_err().contains("credentials"));
+        assert!(parse_mqtt_url("mqtt://u:p@host")
+            .unwrap_err()
+            .contains("credentials"));
         assert!(parse_mqtt_url("mqtt://host:99999").is_err());
         assert!(parse_mqtt_url("mqtt://host/path").is_err());
         assert!(parse_mqtt_url("mqtt://host:0").is_err());
@@ -228,7 +230,10 @@ mod tests {
         ])
         .unwrap();
         let dbg = format!("{t:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("tok-123"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("tok-123"),
+            "{dbg}"
+        );
         use clap::CommandFactory;
         let help = T::command().render_long_help().to_string();
         assert!(!help.contains("dev-token"), "{help}");

@@ -44,9 +44,15 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
         _ => {
+            // clap's message may continue on indented lines (the missing arguments);
+            // keep everything up to the usage block, on one line.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("error: invalid usage");
-            eprintln!("{first} (see --help)");
+            let reason: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", reason.join(" "));
             ExitCode::from(2)
         }
     }

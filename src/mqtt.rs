@@ -56,8 +56,9 @@ pub fn refusal_reason(code: ConnectReturnCode) -> &'static str {
         ConnectReturnCode::BadUserNamePassword => {
             "bad username or password (check --mqtt-username / --mqtt-password)"
         }
+        // Mosquitto answers this (not BadUserNamePassword) for a wrong password too.
         ConnectReturnCode::NotAuthorized => {
-            "not authorized (the broker requires an account: set --mqtt-username / --mqtt-password)"
+            "not authorized (wrong or missing --mqtt-username / --mqtt-password)"
         }
     }
 }

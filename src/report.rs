@@ -16,11 +16,21 @@ pub struct Check {
 
 impl Check {
     pub fn pass(name: &str, latency_ms: Option<f64>, detail: impl Into<String>) -> Check {
-        Check { name: name.into(), ok: true, latency_ms, detail: detail.into() }
+        Check {
+            name: name.into(),
+            ok: true,
+            latency_ms,
+            detail: detail.into(),
+        }
     }
 
     pub fn fail(name: &str, latency_ms: Option<f64>, detail: impl Into<String>) -> Check {
-        Check { name: name.into(), ok: false, latency_ms, detail: detail.into() }
+        Check {
+            name: name.into(),
+            ok: false,
+            latency_ms,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -33,7 +43,10 @@ pub struct Report {
 
 impl Report {
     pub fn new(checks: Vec<Check>) -> Report {
-        Report { ok: checks.iter().all(|c| c.ok), checks }
+        Report {
+            ok: checks.iter().all(|c| c.ok),
+            checks,
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -52,7 +65,9 @@ impl Report {
         let rows = self.checks.iter().map(|c| Row {
             check: &c.name,
             status: if c.ok { "PASS" } else { "FAIL" },
-            latency: c.latency_ms.map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
+            latency: c
+                .latency_ms
+                .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
             detail: &c.detail,
         });
         Table::new(rows).with(Style::rounded()).to_string()
@@ -65,10 +80,19 @@ mod tests {
 
     #[test]
     fn ok_only_when_all_pass() {
-        let r = Report::new(vec![Check::pass("a", Some(1.25), "fine"), Check::fail("b", None, "broken")]);
+        let r = Report::new(vec![
+            Check::pass("a", Some(1.25), "fine"),
+            Check::fail("b", None, "broken"),
+        ]);
         assert!(!r.ok);
         let t = r.to_table();
-        assert!(t.contains("PASS") && t.contains("FAIL") && t.contains("1.2 ms") && t.contains("broken"), "{t}");
+        assert!(
+            t.contains("PASS")
+                && t.contains("FAIL")
+                && t.contains("1.2 ms")
+                && t.contains("broken"),
+            "{t}"
+        );
         let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(j["ok"], false);
         assert_eq!(j["checks"][1]["name"], "b");

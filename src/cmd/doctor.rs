@@ -43,7 +43,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", report.to_table());
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn check_broker(args: &Args) -> Check {
@@ -56,7 +60,11 @@ async fn check_broker(args: &Args) -> Check {
             // Drive the loop once so the DISCONNECT is actually sent.
             let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
             let who = args.mqtt.username.as_deref().unwrap_or("(anonymous)");
-            Check::pass(NAME, Some(super::elapsed_ms(start)), format!("{} accepted {who}", args.mqtt.url))
+            Check::pass(
+                NAME,
+                Some(super::elapsed_ms(start)),
+                format!("{} accepted {who}", args.mqtt.url),
+            )
         }
         Err(e) => Check::fail(NAME, Some(super::elapsed_ms(start)), e.to_string()),
     }
@@ -69,7 +77,10 @@ async fn check_influx_health(influx: &InfluxClient) -> Check {
         Ok(h) if h.status == "pass" => Check::pass(
             NAME,
             Some(super::elapsed_ms(start)),
-            format!("pass, version {}", h.version.as_deref().unwrap_or("unknown")),
+            format!(
+                "pass, version {}",
+                h.version.as_deref().unwrap_or("unknown")
+            ),
         ),
         Ok(h) => Check::fail(
             NAME,
@@ -93,11 +104,30 @@ async fn check_bucket(influx: &InfluxClient) -> Check {
         Ok(rows) if !rows.is_empty() => {
             let retention = match rows[0].i64("retentionPeriod") {
                 Some(0) | None => "kept forever".to_owned(),
-                Some(ns) => format!("retention {}", humantime::format_duration(Duration::from_secs((ns / 1_000_000_000) as u64))),
+                Some(ns) => format!(
+                    "retention {}",
+                    humantime::format_duration(Duration::from_secs((ns / 1_000_000_000) as u64))
+                ),
             };
-            Check::pass(NAME, ms, format!("org {:?}, bucket {:?} readable ({retention})", influx.org(), influx.bucket()))
+            Check::pass(
+                NAME,
+                ms,
+                format!(
+                    "org {:?}, bucket {:?} readable ({retention})",
+                    influx.org(),
+                    influx.bucket()
+                ),
+            )
         }
-        Ok(_) => Check::fail(NAME, ms, format!("bucket {:?} not found in org {:?}", influx.bucket(), influx.org())),
+        Ok(_) => Check::fail(
+            NAME,
+            ms,
+            format!(
+                "bucket {:?} not found in org {:?}",
+                influx.bucket(),
+                influx.org()
+            ),
+        ),
         Err(e) => Check::fail(NAME, ms, e.to_string()),
     }
 }

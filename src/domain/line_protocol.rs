@@ -42,6 +42,8 @@ pub enum EncodeError {
     Newline(String),
     #[error("point has an empty measurement, tag key or field key")]
     EmptyName,
+    #[error("point {0:?}: a name ends with a backslash or has one before ',', '=', ' ' or '\"'")]
+    AmbiguousBackslash(String),
 }
 
 impl Point {
@@ -91,7 +93,10 @@ impl Point {
     }
 
     pub fn tag_value(&self, key: &str) -> Option<&str> {
-        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn field_value(&self, key: &str) -> Option<&FieldValue> {
@@ -129,9 +134,12 @@ impl Point {
         let names = std::iter::once(m.as_str())
             .chain(self.tags.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
             .chain(self.fields.iter().map(|(k, _)| k.as_str()));
-        for s in names.clone() {
+        for s in names {
             if s.contains(['\n', '\r']) {
                 return Err(EncodeError::Newline(m.clone()));
+            }
+            if ambiguous_backslash(s) {
+                return Err(EncodeError::AmbiguousBackslash(m.clone()));
             }
         }
         if m.is_empty()
@@ -140,7 +148,7 @@ impl Point {
         {
             return Err(EncodeError::EmptyName);
         }
-        escape_into(out, m, &[',', ' ', '\\']);
+        escape_into(out, m, &[',', ' ']);
         let mut tags: Vec<&(String, String)> = self.tags.iter().collect();
         tags.sort();
         for (k, v) in tags {
@@ -188,10 +196,20 @@ impl Point {
     }
 }
 
-/// Characters escaped in tag keys, tag values and field keys. A backslash is escaped
-/// too: InfluxDB reads `\\` as one backslash, and an unescaped trailing backslash
-/// would otherwise swallow the separator after it.
-const NAME_SPECIALS: &[char] = &[',', '=', ' ', '\\'];
+/// Characters escaped in tag keys, tag values and field keys.
+///
+/// Backslashes are written as they are: InfluxDB 2.7 stores `\\` in a tag value as two
+/// backslashes (checked against a real server in tests/store.rs), so escaping them
+/// would corrupt the value. A backslash at the end of a name, or right before a
+/// character that needs escaping, cannot be written unambiguously and is refused.
+const NAME_SPECIALS: &[char] = &[',', '=', ' '];
+
+fn ambiguous_backslash(s: &str) -> bool {
+    s.ends_with('\\')
+        || s.as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'\\' && matches!(w[1], b',' | b'=' | b' ' | b'"'))
+}
 
 fn escape_into(out: &mut String, s: &str, special: &[char]) {
     for c in s.chars() {
@@ -240,13 +258,13 @@ mod tests {
     fn escapes_special_characters() {
         let p = Point::new("my meas,x")
             .tag("tag key", "a=b,c d")
-            .tag("t", r"ends\")
+            .tag("t", r"back\slash")
             .string("msg", r#"say "hi" \ bye"#)
             .field("ok", FieldValue::Bool(true))
             .field("n", FieldValue::UInt(3));
         assert_eq!(
             p.to_line().unwrap(),
-            r#"my\ meas\,x,t=ends\\,tag\ key=a\=b\,c\ d msg="say \"hi\" \\ bye",ok=true,n=3u"#
+            r#"my\ meas\,x,t=back\slash,tag\ key=a\=b\,c\ d msg="say \"hi\" \\ bye",ok=true,n=3u"#
         );
     }
 
@@ -262,17 +280,34 @@ mod tests {
             Err(EncodeError::NonFinite { .. })
         ));
         assert!(matches!(
-            Point::new("m").float("x", f64::INFINITY).encode_into(&mut out),
+            Point::new("m")
+                .float("x", f64::INFINITY)
+                .encode_into(&mut out),
             Err(EncodeError::NonFinite { .. })
         ));
         assert!(matches!(
-            Point::new("m").tag("z", "a\nb").float("x", 1.0).encode_into(&mut out),
+            Point::new("m")
+                .tag("z", "a\nb")
+                .float("x", 1.0)
+                .encode_into(&mut out),
             Err(EncodeError::Newline(_))
         ));
         assert!(matches!(
             Point::new("").float("x", 1.0).encode_into(&mut out),
             Err(EncodeError::EmptyName)
         ));
+        for bad in [r"ends\", r"a\,b", r"a\ b"] {
+            assert!(
+                matches!(
+                    Point::new("m")
+                        .tag("t", bad)
+                        .float("x", 1.0)
+                        .encode_into(&mut out),
+                    Err(EncodeError::AmbiguousBackslash(_))
+                ),
+                "{bad}"
+            );
+        }
         // Failed encodings leave the buffer untouched.
         assert_eq!(out, "keep\n");
     }
@@ -301,7 +336,9 @@ mod tests {
         /// expects: one line, and unescaped spaces only as the two separators.
         #[test]
         fn structure_holds_for_any_names(m in "[^\n\r]{1,12}", k in "[^\n\r]{1,12}", v in "[^\n\r]{1,12}", s in "[^\n\r]{0,12}", x in -1e9f64..1e9) {
-            let line = Point::new(m).tag(k, v).string("s", s).float("x", x).timestamp(Utc.timestamp_millis_opt(0).unwrap()).to_line().unwrap();
+            let Ok(line) = Point::new(m).tag(k, v).string("s", s).float("x", x).timestamp(Utc.timestamp_millis_opt(0).unwrap()).to_line() else {
+                return Ok(()); // refused (ambiguous backslash): nothing written
+            };
             prop_assert!(!line.contains('\n'));
             // Quotes delimit strings only in the field section (after the first
             // unescaped space); elsewhere they are ordinary characters.

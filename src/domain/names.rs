@@ -182,7 +182,10 @@ mod tests {
             assert!(err.contains(want), "{input:?}: {err}");
         }
         let long = "a".repeat(33);
-        assert!(Zone::new(&long).unwrap_err().to_string().contains("at most 32"));
+        assert!(Zone::new(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 32"));
         assert!(Zone::new(&"a".repeat(32)).is_ok());
     }
 

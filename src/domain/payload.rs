@@ -43,7 +43,11 @@ pub enum AlertLevel {
 }
 
 impl AlertLevel {
-    pub const ALL: [AlertLevel; 3] = [AlertLevel::Normal, AlertLevel::Warning, AlertLevel::Critical];
+    pub const ALL: [AlertLevel; 3] = [
+        AlertLevel::Normal,
+        AlertLevel::Warning,
+        AlertLevel::Critical,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -256,7 +260,9 @@ impl<'a> Fields<'a> {
             Value::String(s) => DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|e| {
-                    PayloadError::BadTimestamp(format!("{e} (expected RFC 3339, e.g. 2026-11-28T09:15:02.125Z)"))
+                    PayloadError::BadTimestamp(format!(
+                        "{e} (expected RFC 3339, e.g. 2026-11-28T09:15:02.125Z)"
+                    ))
                 })?,
             Value::Number(n) => {
                 let secs = n.as_f64().filter(|s| s.is_finite()).ok_or_else(|| {
@@ -269,9 +275,11 @@ impl<'a> Fields<'a> {
                         "{secs} seconds since the epoch is out of range"
                     )));
                 }
-                Utc.timestamp_millis_opt(millis as i64).single().ok_or_else(|| {
-                    PayloadError::BadTimestamp(format!("{secs} is not a valid time"))
-                })?
+                Utc.timestamp_millis_opt(millis as i64)
+                    .single()
+                    .ok_or_else(|| {
+                        PayloadError::BadTimestamp(format!("{secs} is not a valid time"))
+                    })?
             }
             other => {
                 return Err(PayloadError::WrongType {
@@ -336,9 +344,8 @@ impl Reading {
         let temp = f.number("temp", TEMP_RANGE)?;
         let hum = f.number("hum", HUM_RANGE)?;
         let alert_level = match f.required("alert_level")? {
-            Value::String(s) => {
-                AlertLevel::parse(s).ok_or_else(|| PayloadError::BadAlertLevel(s.chars().take(40).collect()))?
-            }
+            Value::String(s) => AlertLevel::parse(s)
+                .ok_or_else(|| PayloadError::BadAlertLevel(s.chars().take(40).collect()))?,
             v => {
                 return Err(PayloadError::WrongType {
                     field: "alert_level",
@@ -347,7 +354,10 @@ impl Reading {
                 })
             }
         };
-        let seq = f.optional("seq").map(|v| f.unsigned("seq", v)).transpose()?;
+        let seq = f
+            .optional("seq")
+            .map(|v| f.unsigned("seq", v))
+            .transpose()?;
         Ok(Reading {
             zone: zone.clone(),
             sensor: sensor.clone(),
@@ -385,7 +395,10 @@ impl Heartbeat {
         f.version(Some(PAYLOAD_VERSION))?;
         f.matching_name("zone", zone.as_str())?;
         let timestamp = f.timestamp()?;
-        let sensors = f.optional("sensors").map(|v| f.unsigned("sensors", v)).transpose()?;
+        let sensors = f
+            .optional("sensors")
+            .map(|v| f.unsigned("sensors", v))
+            .transpose()?;
         Ok(Heartbeat {
             zone: zone.clone(),
             timestamp,
@@ -459,40 +472,143 @@ mod tests {
     #[test]
     fn rejects_bad_payloads_with_precise_reasons() {
         let cases: &[(&str, &str, &str)] = &[
-            (r#"{"version":1,"timestamp":"#, "malformed_json", "not valid JSON"),
+            (
+                r#"{"version":1,"timestamp":"#,
+                "malformed_json",
+                "not valid JSON",
+            ),
             ("", "malformed_json", "not valid JSON"),
             ("[1,2]", "not_an_object", "not an object"),
-            (r#"{"timestamp":"2026-11-28T09:15:02Z","temp":1,"hum":1,"alert_level":"normal"}"#, "missing_field", "\"version\""),
-            (r#"{"version":1,"temp":1,"hum":1,"alert_level":"normal"}"#, "missing_field", "\"timestamp\""),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","hum":1,"alert_level":"normal"}"#, "missing_field", "\"temp\""),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":null,"hum":1,"alert_level":"normal"}"#, "missing_field", "\"temp\""),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":"21.5","hum":1,"alert_level":"normal"}"#, "wrong_type", "must be a number, got a string"),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":"NaN","hum":1,"alert_level":"normal"}"#, "wrong_type", "\"temp\""),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":NaN,"hum":1,"alert_level":"normal"}"#, "malformed_json", "JSON"),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":1e999,"hum":1,"alert_level":"normal"}"#, "malformed_json", "JSON"),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":1e38,"hum":1,"alert_level":"normal"}"#, "out_of_range", "-60..=100"),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":-3,"alert_level":"normal"}"#, "out_of_range", "\"hum\""),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":130,"alert_level":"normal"}"#, "out_of_range", "\"hum\""),
-            (r#"{"version":2,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#, "unsupported_version", "version 2"),
-            (r#"{"version":1.5,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#, "unsupported_version", "1.5"),
-            (r#"{"version":"1","timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#, "wrong_type", "\"version\""),
-            (r#"{"version":1,"timestamp":"yesterday","temp":20,"hum":30,"alert_level":"normal"}"#, "bad_timestamp", "RFC 3339"),
-            (r#"{"version":1,"timestamp":0,"temp":20,"hum":30,"alert_level":"normal"}"#, "bad_timestamp", "outside"),
-            (r#"{"version":1,"timestamp":1e300,"temp":20,"hum":30,"alert_level":"normal"}"#, "bad_timestamp", "out of range"),
-            (r#"{"version":1,"timestamp":true,"temp":20,"hum":30,"alert_level":"normal"}"#, "wrong_type", "\"timestamp\""),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"panic"}"#, "bad_alert_level", "panic"),
-            (r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":2}"#, "wrong_type", "alert_level"),
-            (r#"{"version":1,"zone":"sud","timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#, "topic_mismatch", "topic says \"nord\""),
-            (r#"{"version":1,"zone":"nord\") |> drop(","timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#, "topic_mismatch", "zone"),
-            (r#"{"version":1,"sensor":7,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#, "wrong_type", "sensor"),
-            (r#"{"version":1,"seq":-1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#, "wrong_type", "\"seq\""),
+            (
+                r#"{"timestamp":"2026-11-28T09:15:02Z","temp":1,"hum":1,"alert_level":"normal"}"#,
+                "missing_field",
+                "\"version\"",
+            ),
+            (
+                r#"{"version":1,"temp":1,"hum":1,"alert_level":"normal"}"#,
+                "missing_field",
+                "\"timestamp\"",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","hum":1,"alert_level":"normal"}"#,
+                "missing_field",
+                "\"temp\"",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":null,"hum":1,"alert_level":"normal"}"#,
+                "missing_field",
+                "\"temp\"",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":"21.5","hum":1,"alert_level":"normal"}"#,
+                "wrong_type",
+                "must be a number, got a string",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":"NaN","hum":1,"alert_level":"normal"}"#,
+                "wrong_type",
+                "\"temp\"",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":NaN,"hum":1,"alert_level":"normal"}"#,
+                "malformed_json",
+                "JSON",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":1e999,"hum":1,"alert_level":"normal"}"#,
+                "malformed_json",
+                "JSON",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":1e38,"hum":1,"alert_level":"normal"}"#,
+                "out_of_range",
+                "-60..=100",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":-3,"alert_level":"normal"}"#,
+                "out_of_range",
+                "\"hum\"",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":130,"alert_level":"normal"}"#,
+                "out_of_range",
+                "\"hum\"",
+            ),
+            (
+                r#"{"version":2,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "unsupported_version",
+                "version 2",
+            ),
+            (
+                r#"{"version":1.5,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "unsupported_version",
+                "1.5",
+            ),
+            (
+                r#"{"version":"1","timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "wrong_type",
+                "\"version\"",
+            ),
+            (
+                r#"{"version":1,"timestamp":"yesterday","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "bad_timestamp",
+                "RFC 3339",
+            ),
+            (
+                r#"{"version":1,"timestamp":0,"temp":20,"hum":30,"alert_level":"normal"}"#,
+                "bad_timestamp",
+                "outside",
+            ),
+            (
+                r#"{"version":1,"timestamp":1e300,"temp":20,"hum":30,"alert_level":"normal"}"#,
+                "bad_timestamp",
+                "out of range",
+            ),
+            (
+                r#"{"version":1,"timestamp":true,"temp":20,"hum":30,"alert_level":"normal"}"#,
+                "wrong_type",
+                "\"timestamp\"",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"panic"}"#,
+                "bad_alert_level",
+                "panic",
+            ),
+            (
+                r#"{"version":1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":2}"#,
+                "wrong_type",
+                "alert_level",
+            ),
+            (
+                r#"{"version":1,"zone":"sud","timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "topic_mismatch",
+                "topic says \"nord\"",
+            ),
+            (
+                r#"{"version":1,"zone":"nord\") |> drop(","timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "topic_mismatch",
+                "zone",
+            ),
+            (
+                r#"{"version":1,"sensor":7,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "wrong_type",
+                "sensor",
+            ),
+            (
+                r#"{"version":1,"seq":-1,"timestamp":"2026-11-28T09:15:02Z","temp":20,"hum":30,"alert_level":"normal"}"#,
+                "wrong_type",
+                "\"seq\"",
+            ),
         ];
         for (input, reason, needle) in cases {
             match parse(input) {
                 Ok(r) => panic!("accepted {input}: {r:?}"),
                 Err(e) => {
                     assert_eq!(e.reason(), *reason, "{input}: {e}");
-                    assert!(e.to_string().contains(needle), "{input}: {e} lacks {needle:?}");
+                    assert!(
+                        e.to_string().contains(needle),
+                        "{input}: {e} lacks {needle:?}"
+                    );
                 }
             }
         }
@@ -508,19 +624,28 @@ mod tests {
 
     #[test]
     fn heartbeats() {
-        let lab = Heartbeat::parse(&nord(), br#"{"zone": "nord", "timestamp": 1795850102.25}"#).unwrap();
+        let lab =
+            Heartbeat::parse(&nord(), br#"{"zone": "nord", "timestamp": 1795850102.25}"#).unwrap();
         assert_eq!(lab.sensors, None);
         let hb = Heartbeat {
             zone: nord(),
             timestamp: lab.timestamp,
             sensors: Some(3),
         };
-        assert_eq!(Heartbeat::parse(&nord(), hb.to_json().as_bytes()).unwrap(), hb);
         assert_eq!(
-            Heartbeat::parse(&nord(), br#"{"zone":"sud","timestamp":1795850102}"#).unwrap_err().reason(),
+            Heartbeat::parse(&nord(), hb.to_json().as_bytes()).unwrap(),
+            hb
+        );
+        assert_eq!(
+            Heartbeat::parse(&nord(), br#"{"zone":"sud","timestamp":1795850102}"#)
+                .unwrap_err()
+                .reason(),
             "topic_mismatch"
         );
-        assert_eq!(Heartbeat::parse(&nord(), b"{}").unwrap_err().reason(), "missing_field");
+        assert_eq!(
+            Heartbeat::parse(&nord(), b"{}").unwrap_err().reason(),
+            "missing_field"
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ pub fn reading_point(r: &Reading) -> Point {
 pub fn heartbeat_point(h: &Heartbeat) -> Point {
     Point::new(HEARTBEATS)
         .tag("zone", h.zone.as_str())
-        .int("sensors", h.sensors.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)))
+        .int(
+            "sensors",
+            h.sensors
+                .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        )
         .timestamp(h.timestamp)
 }
 

@@ -226,7 +226,10 @@ mod tests {
         ));
         // A reserved zone name cannot hide a reading inside the heartbeat branch.
         assert!(Topic::parse("entrepot/heartbeat/s1/v1").is_err());
-        assert_eq!(Topic::parse("entrepot/nord/s1/v2").unwrap_err().reason(), "unsupported_version");
+        assert_eq!(
+            Topic::parse("entrepot/nord/s1/v2").unwrap_err().reason(),
+            "unsupported_version"
+        );
     }
 
     #[test]
@@ -237,8 +240,14 @@ mod tests {
         assert!(filter_matches("entrepot/#", "entrepot"));
         assert!(!filter_matches("entrepot/#", "$SYS/broker/uptime"));
         assert!(filter_matches("$SYS/#", "$SYS/broker/uptime"));
-        assert!(filter_matches(&zone_readings_filter(&z("nord")), "entrepot/nord/s9/v1"));
-        assert!(!filter_matches(&zone_readings_filter(&z("nord")), "entrepot/sud/s9/v1"));
+        assert!(filter_matches(
+            &zone_readings_filter(&z("nord")),
+            "entrepot/nord/s9/v1"
+        ));
+        assert!(!filter_matches(
+            &zone_readings_filter(&z("nord")),
+            "entrepot/sud/s9/v1"
+        ));
     }
 
     proptest! {

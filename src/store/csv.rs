@@ -140,11 +140,9 @@ fn parse_cell(datatype: &str, raw: &str) -> Option<Value> {
             _ => return None,
         }),
         "duration" => Value::Duration(raw.to_owned()),
-        t if t.starts_with("dateTime") => Value::Time(
-            DateTime::parse_from_rfc3339(raw)
-                .ok()?
-                .with_timezone(&Utc),
-        ),
+        t if t.starts_with("dateTime") => {
+            Value::Time(DateTime::parse_from_rfc3339(raw).ok()?.with_timezone(&Utc))
+        }
         // Unknown future types are kept as text rather than failing the whole query.
         _ => Value::String(raw.to_owned()),
     })

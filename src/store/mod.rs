@@ -60,7 +60,9 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unreachable { .. } | StoreError::Timeout(_) | StoreError::Unavailable { .. }
+            StoreError::Unreachable { .. }
+                | StoreError::Timeout(_)
+                | StoreError::Unavailable { .. }
         )
     }
 
@@ -156,7 +158,9 @@ impl InfluxClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        self.base.join(path).expect("static API paths join onto a valid base")
+        self.base
+            .join(path)
+            .expect("static API paths join onto a valid base")
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -183,11 +187,12 @@ impl InfluxClient {
         if e.is_timeout() {
             StoreError::Timeout(self.timeout)
         } else {
-            // The chain of sources says why ("connection refused", DNS...).
+            // The innermost source says why ("Connection refused", a DNS failure);
+            // the layers above it only repeat the URL.
             let mut message = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                message = format!("{message}: {s}");
+                message = s.to_string();
                 source = s.source();
             }
             StoreError::Unreachable {
@@ -199,18 +204,31 @@ impl InfluxClient {
 
     /// `GET /health`: answers even before setup and without a token.
     pub async fn health(&self) -> Result<Health, StoreError> {
-        let resp = self.http.get(self.url("health")).send().await.map_err(|e| self.transport_error(e))?;
+        let resp = self
+            .http
+            .get(self.url("health"))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         // /health answers 503 with a JSON body when unhealthy: read it either way.
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.transport_error(e))?;
         serde_json::from_str(&text).map_err(|_| {
-            StoreError::Protocol(format!("/health answered HTTP {status}: {}", shorten(&text)))
+            StoreError::Protocol(format!(
+                "/health answered HTTP {status}: {}",
+                shorten(&text)
+            ))
         })
     }
 
     /// `GET /ready`: true once the server can serve queries and writes.
     pub async fn ready(&self) -> Result<bool, StoreError> {
-        let resp = self.http.get(self.url("ready")).send().await.map_err(|e| self.transport_error(e))?;
+        let resp = self
+            .http
+            .get(self.url("ready"))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         Ok(resp.status().is_success())
     }
 
@@ -237,7 +255,8 @@ impl InfluxClient {
             "token": setup.token.expose(),
             "retentionPeriodSeconds": setup.retention.as_secs(),
         });
-        self.send(self.http.post(self.url("api/v2/setup")).json(&body)).await?;
+        self.send(self.http.post(self.url("api/v2/setup")).json(&body))
+            .await?;
         Ok(SetupOutcome::Created)
     }
 
@@ -255,7 +274,9 @@ impl InfluxClient {
             .auth(self.http.post(url))
             .header("Content-Type", "text/plain; charset=utf-8");
         if body.len() >= GZIP_MIN_BYTES {
-            rb = rb.header("Content-Encoding", "gzip").body(gzip(body.as_bytes())?);
+            rb = rb
+                .header("Content-Encoding", "gzip")
+                .body(gzip(body.as_bytes())?);
         } else {
             rb = rb.body(body.to_owned());
         }
@@ -290,7 +311,11 @@ impl InfluxClient {
             },
         });
         let resp = self
-            .send(self.auth(self.http.post(url)).header("Accept", "application/csv").json(&body))
+            .send(
+                self.auth(self.http.post(url))
+                    .header("Accept", "application/csv")
+                    .json(&body),
+            )
             .await?;
         resp.text().await.map_err(|e| self.transport_error(e))
     }
@@ -303,7 +328,10 @@ impl InfluxClient {
 
     /// `from(bucket: "<bucket>")`, the start of every query on our bucket.
     pub fn from_bucket(&self) -> String {
-        format!("from(bucket: {})", crate::domain::flux::string(&self.bucket))
+        format!(
+            "from(bucket: {})",
+            crate::domain::flux::string(&self.bucket)
+        )
     }
 }
 
@@ -335,7 +363,10 @@ fn status_error(status: StatusCode, body: &str, retry_after: Option<Duration>) -
         .unwrap_or_else(|| shorten(body.trim()));
     let code = status.as_u16();
     match code {
-        401 | 403 => StoreError::Unauthorized { status: code, message },
+        401 | 403 => StoreError::Unauthorized {
+            status: code,
+            message,
+        },
         404 => StoreError::NotFound(message),
         413 => StoreError::TooLarge(message),
         408 | 429 | 500..=599 => StoreError::Unavailable {
@@ -343,7 +374,10 @@ fn status_error(status: StatusCode, body: &str, retry_after: Option<Duration>) -
             message,
             retry_after,
         },
-        _ => StoreError::Rejected { status: code, message },
+        _ => StoreError::Rejected {
+            status: code,
+            message,
+        },
     }
 }
 
@@ -353,16 +387,41 @@ mod tests {
 
     #[test]
     fn classifies_http_errors() {
-        let e = status_error(StatusCode::BAD_REQUEST, r#"{"code":"invalid","message":"unable to parse 'x'"}"#, None);
-        assert!(matches!(&e, StoreError::Rejected { status: 400, message } if message == "unable to parse 'x'"));
+        let e = status_error(
+            StatusCode::BAD_REQUEST,
+            r#"{"code":"invalid","message":"unable to parse 'x'"}"#,
+            None,
+        );
+        assert!(
+            matches!(&e, StoreError::Rejected { status: 400, message } if message == "unable to parse 'x'")
+        );
         assert!(!e.is_retryable());
-        let e = status_error(StatusCode::TOO_MANY_REQUESTS, "slow down", Some(Duration::from_secs(3)));
+        let e = status_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow down",
+            Some(Duration::from_secs(3)),
+        );
         assert!(e.is_retryable());
-        assert!(matches!(e, StoreError::Unavailable { retry_after: Some(d), .. } if d == Duration::from_secs(3)));
+        assert!(
+            matches!(e, StoreError::Unavailable { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+        );
         assert!(status_error(StatusCode::SERVICE_UNAVAILABLE, "", None).is_retryable());
-        assert_eq!(status_error(StatusCode::PAYLOAD_TOO_LARGE, "", None).kind(), "too_large");
-        assert_eq!(status_error(StatusCode::UNAUTHORIZED, "{}", None).kind(), "unauthorized");
-        assert_eq!(status_error(StatusCode::NOT_FOUND, r#"{"message":"bucket \"x\" not found"}"#, None).to_string(),
-            "InfluxDB: not found (HTTP 404): bucket \"x\" not found");
+        assert_eq!(
+            status_error(StatusCode::PAYLOAD_TOO_LARGE, "", None).kind(),
+            "too_large"
+        );
+        assert_eq!(
+            status_error(StatusCode::UNAUTHORIZED, "{}", None).kind(),
+            "unauthorized"
+        );
+        assert_eq!(
+            status_error(
+                StatusCode::NOT_FOUND,
+                r#"{"message":"bucket \"x\" not found"}"#,
+                None
+            )
+            .to_string(),
+            "InfluxDB: not found (HTTP 404): bucket \"x\" not found"
+        );
     }
 }
