@@ -10,9 +10,9 @@ use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Pac
 
 use crate::config::MqttArgs;
 
-/// Largest packet we accept from or send to the broker. Readings are ~200 bytes; the
-/// limit matches the broker's `max_packet_size` with room for topics and headers.
-pub const MAX_PACKET_BYTES: usize = 64 * 1024;
+/// Largest packet we accept from or send to the broker: the reference broker's
+/// `max_packet_size` (mosquitto-conf/mosquitto.conf). Readings are ~200 bytes.
+pub const MAX_PACKET_BYTES: usize = 16 * 1024;
 
 /// Errors of the MQTT edge.
 #[derive(Debug, thiserror::Error)]

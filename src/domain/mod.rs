@@ -5,13 +5,18 @@
 //! Everything here is pure and unit-tested next to its code; the I/O edges (`mqtt`,
 //! `store`) and the subcommands build on it. `docs/data-model.md` is the prose version.
 
+pub mod alert;
 pub mod flux;
 pub mod line_protocol;
 pub mod names;
 pub mod payload;
+pub mod rules;
 pub mod schema;
+pub mod thresholds;
 pub mod topic;
 
+pub use alert::{Alert, AlertKind, AlertSource, AlertState};
 pub use names::{NameError, SensorId, Zone};
 pub use payload::{AlertLevel, Heartbeat, PayloadError, Reading};
+pub use thresholds::{Metric, Thresholds};
 pub use topic::{Topic, TopicError};

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Usage: scripts/broker-config.sh render SRC_CONF DIR PORT
+#
+# Renders a loopback copy of a project Mosquitto config (one of mosquitto-conf/*.conf,
+# written for the eclipse-mosquitto:2 image) so it runs on this machine, for
+# scripts/services.sh and the tests (tests/common/mosquitto.rs). Writes:
+#   DIR/mosquitto.conf  SRC_CONF with only these lines rewritten:
+#       the (single) active `listener`  -> listener PORT 127.0.0.1
+#       persistence_location            -> DIR/data/
+#       password_file                   -> DIR/passwd
+#       acl_file                        -> DIR/acl
+#       log_dest (all of them)          -> one `log_dest file DIR/mosquitto.log`
+#       user, pid_file                  -> removed
+#     Every other line is kept verbatim, so tests exercise the real settings
+#     (limits, persistence, max_qos under the listener...). A key the source lacks
+#     is appended, so the copy never points at /mosquitto/... paths.
+#   DIR/passwd          from mosquitto-conf/dev-accounts (make-passwd.sh), 0600
+#   DIR/acl             copy of mosquitto-conf/acl
+#   DIR/data/           persistence directory (kept across renders)
+# Idempotent: rendering again rewrites the same files and keeps DIR/data.
+#
+# Running as root: Mosquitto started as root switches to the `mosquitto` user
+# (or `nobody`) before it opens the password file, the ACL, the log and the
+# persistence database, and that user can neither read the 0600 root-owned
+# password file nor, usually, enter DIR (a 0700 temp dir or /root/...). Rather
+# than chown files into a directory the process cannot traverse anyway, the
+# rendered copy, and only it, says `user root` when this script runs as root: a
+# throwaway loopback broker for development and tests, never the deployed config
+# (the image keeps its default `user mosquitto`). Mosquitto then logs a warning
+# about running as root, which is expected here.
+set -euo pipefail
+
+die() { echo "broker-config: $*" >&2; exit 1; }
+usage() { die "usage: $0 render SRC_CONF DIR PORT"; }
+
+[ $# -ge 1 ] || usage
+cmd=$1
+shift
+[ "$cmd" = render ] || usage
+[ $# -eq 3 ] || usage
+src=$1
+dir=$2
+port=$3
+
+[ -r "$src" ] || die "cannot read config $src"
+case "$port" in
+  ''|*[!0-9]*) die "PORT must be a number, got '$port'" ;;
+esac
+[ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "PORT out of range: $port"
+# Mosquitto splits option values on spaces: a path with blanks would be cut.
+case "$dir" in
+  *[[:space:]]*) die "DIR must not contain whitespace: '$dir'" ;;
+esac
+command -v mosquitto_passwd >/dev/null 2>&1 \
+  || die "mosquitto_passwd not found: apt-get install mosquitto (it ships the tool)"
+
+conf_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../mosquitto-conf" && pwd)"
+mkdir -p "$dir/data"
+dir="$(cd "$dir" && pwd)"
+
+run_as_root=0
+[ "$(id -u)" -eq 0 ] && run_as_root=1
+
+"$conf_dir/make-passwd.sh" "$dir/passwd"
+cp "$conf_dir/acl" "$dir/acl.tmp"
+chmod 0600 "$dir/acl.tmp"
+mv -f "$dir/acl.tmp" "$dir/acl"
+
+tmp="$dir/mosquitto.conf.tmp"
+awk -v src="$src" -v dir="$dir" -v port="$port" -v as_root="$run_as_root" '
+  function emit_log() {
+    if (!seen_log) print "log_dest file " dir "/mosquitto.log"
+    seen_log = 1
+  }
+  BEGIN {
+    print "# Rendered by scripts/broker-config.sh from " src " for a loopback run."
+    print "# Regenerated on every render: edit the source instead."
+    print ""
+  }
+  # Comments and blank lines are kept as they are (commented-out listeners too).
+  /^[[:space:]]*(#|$)/ { print; next }
+  $1 == "listener" {
+    if (seen_listener) {
+      printf "broker-config: %s has more than one active listener; a loopback render supports one (comment out the TLS/websockets listeners)\n", src > "/dev/stderr"
+      failed = 1
+      exit 1
+    }
+    seen_listener = 1
+    print "listener " port " 127.0.0.1"
+    next
+  }
+  $1 == "persistence_location" { print "persistence_location " dir "/data/"; seen_persist = 1; next }
+  $1 == "password_file"        { print "password_file " dir "/passwd"; seen_passwd = 1; next }
+  $1 == "acl_file"             { print "acl_file " dir "/acl"; seen_acl = 1; next }
+  $1 == "log_dest"             { emit_log(); next }
+  $1 == "user" || $1 == "pid_file" { next }
+  { print }
+  END {
+    if (failed) exit 1
+    if (!seen_listener || !seen_persist || !seen_passwd || !seen_acl || !seen_log) {
+      print ""
+      print "# Added by broker-config.sh: the source did not set these."
+    }
+    if (!seen_persist)  print "persistence_location " dir "/data/"
+    if (!seen_passwd)   print "password_file " dir "/passwd"
+    if (!seen_acl)      print "acl_file " dir "/acl"
+    if (!seen_log)      emit_log()
+    # Appended last: options after a listener line belong to that listener, and
+    # a new listener must not capture them (or the other way round).
+    if (!seen_listener) print "listener " port " 127.0.0.1"
+    if (as_root) {
+      print ""
+      print "# Rendered as root: stay root so the broker can read DIR/passwd (0600) and"
+      print "# write DIR/data and the log (see scripts/broker-config.sh)."
+      print "user root"
+    }
+  }
+' "$src" >"$tmp" || { rm -f "$tmp"; die "rendering $src failed"; }
+mv -f "$tmp" "$dir/mosquitto.conf"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): provisions the real servers the tests need, then
+# runs formatting, clippy with warnings denied, and every test, integration tests
+# against real Mosquitto and InfluxDB included.
+#
+# - Mosquitto: Debian's package, installed with apt-get when missing.
+# - InfluxDB 2.7: influxd built from its Go module by scripts/build-influxd.sh and
+#   cached in ~/.cache/arng (10-20 minutes the first time, instant afterwards).
+# Tests start their own servers on free loopback ports in temp dirs; nothing here
+# touches a developer's running services. If a server cannot be provisioned this
+# script fails and says what is missing: tests are never skipped.
+#
+# Environment: ARNG_INFLUXD (use this influxd binary), ARNG_INFLUXD_VERSION,
+# ARNG_CACHE_DIR (see scripts/build-influxd.sh), CARGO_TEST_ARGS (extra arguments
+# for `cargo test`, e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { echo "scripts/test.sh: $*" >&2; exit 1; }
+
+have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }
+
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "cannot install $* (no apt-get): install it by hand"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed while installing $*"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null \
+    || die "apt-get install $* failed"
+}
+
+step "Provisioning Mosquitto"
+if ! have_mosquitto || ! command -v mosquitto_passwd >/dev/null 2>&1; then
+  apt_install mosquitto mosquitto-clients
+fi
+have_mosquitto || die "mosquitto is still missing after installing it"
+export PATH="$PATH:/usr/sbin"
+mosquitto -h 2>/dev/null | head -n 1 || true
+
+step "Provisioning InfluxDB (influxd)"
+if [ -z "${ARNG_INFLUXD:-}" ]; then
+  ARNG_INFLUXD=$(scripts/build-influxd.sh) || die "could not build influxd (see the messages above)"
+fi
+[ -x "$ARNG_INFLUXD" ] || die "influxd binary $ARNG_INFLUXD is not executable"
+"$ARNG_INFLUXD" version || die "$ARNG_INFLUXD does not run"
+export ARNG_INFLUXD
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit, property and integration tests)"
+# shellcheck disable=SC2086
+cargo test --all-targets --locked ${CARGO_TEST_ARGS:-}
+cargo test --doc --locked
+
+step "All checks passed"

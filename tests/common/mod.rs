@@ -1,0 +1,86 @@
+//! Test harness: real servers on free loopback ports in temp dirs, and helpers to run
+//! the `arng` binary.
+//!
+//! Every server a test needs is started by the test itself (never a shared or
+//! developer instance), so tests run in parallel and leave nothing behind. A missing
+//! server binary fails the test with a message that says how to get it: there are no
+//! silent skips. When a test panics, the servers print their logs as they are dropped.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+pub mod influxd;
+pub mod mosquitto;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// A port that was free a moment ago on 127.0.0.1. Servers that fail to bind it
+/// (another test took it in between) are restarted on a new one by their harness.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `arng` binary built for this test run.
+pub fn arng_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_arng"))
+}
+
+/// Runs `arng` with `args` and `env`, from a clean environment for the variables arng
+/// reads, so a developer's exported settings cannot change a test's outcome.
+pub fn run_arng(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(arng_bin());
+    for var in [
+        "ARNG_MQTT_URL",
+        "ARNG_MQTT_USERNAME",
+        "ARNG_MQTT_PASSWORD",
+        "INFLUX_URL",
+        "INFLUX_ORG",
+        "INFLUX_BUCKET",
+        "INFLUX_TOKEN",
+        "ARNG_API_URL",
+        "ARNG_API_TOKEN",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args).envs(env.iter().copied());
+    cmd.output().expect("cannot run the arng binary")
+}
+
+/// Shows a finished command the way a person would want to read it when a test fails.
+pub fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "\n--- arng {}\n--- exit: {:?}\n--- stdout:\n{}\n--- stderr:\n{}\n",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,301 @@
+//! A real Mosquitto broker for integration tests.
+//!
+//! `Mosquitto::start_with("qos1.conf")` renders that project config
+//! (`mosquitto-conf/qos1.conf`) for a free loopback port into a temp dir with
+//! `scripts/broker-config.sh render`, so the test runs the settings that ship, not a
+//! test-only config. The broker is a child process; dropping the handle kills it, and
+//! when the test is panicking its log is printed to stderr. A machine without
+//! mosquitto fails loudly: these tests are never skipped.
+//!
+//! Blocking std code only, so sync and async tests can both call it (from an async
+//! test it briefly blocks the runtime thread while the broker starts or stops).
+#![allow(dead_code)] // each test binary uses a different part of `common`
+
+use std::fs::{self, File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to open its port, or to exit after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ports come from `free_port()`, which releases the port before mosquitto binds it;
+/// another process may take it in between, so a few attempts with new ports.
+const PORT_ATTEMPTS: usize = 5;
+
+/// The broker's own log (log_dest file in the rendered config).
+const LOG_FILE: &str = "mosquitto.log";
+/// What mosquitto writes before its log file is open (bad config, root warning).
+const OUTPUT_FILE: &str = "mosquitto.out";
+
+/// A running Mosquitto on 127.0.0.1:`port`, killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    conf_name: String,
+}
+
+impl Mosquitto {
+    /// Starts the reference configuration, `mosquitto-conf/mosquitto.conf`.
+    pub fn start() -> Self {
+        Self::start_with("mosquitto.conf")
+    }
+
+    /// Starts `mosquitto-conf/<conf_name>` (e.g. `"qos1.conf"`) on a free port.
+    pub fn start_with(conf_name: &str) -> Self {
+        let binary = mosquitto_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("arng-mosquitto-")
+            .tempdir()
+            .expect("cannot create a temp dir for mosquitto");
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = super::free_port();
+            render(conf_name, dir.path(), port);
+            match launch(&binary, dir.path(), port) {
+                Ok(child) => {
+                    return Mosquitto {
+                        port,
+                        dir,
+                        child: Some(child),
+                        conf_name: conf_name.to_owned(),
+                    }
+                }
+                Err(Launch::PortTaken) => failures.push(format!("port {port} was taken")),
+                Err(Launch::Failed(why)) => panic!(
+                    "mosquitto ({conf_name}, port {port}) did not start: {why}\n{}",
+                    read_log(dir.path())
+                ),
+            }
+        }
+        panic!(
+            "mosquitto ({conf_name}) found no free port after {PORT_ATTEMPTS} attempts: {}\n{}",
+            failures.join(", "),
+            read_log(dir.path())
+        );
+    }
+
+    /// `mqtt://127.0.0.1:PORT`, the form of `--mqtt-url` / `ARNG_MQTT_URL`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far (all runs of this broker, restarts included), plus
+    /// anything it printed before opening the log.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// SIGTERM, then waits for the exit: Mosquitto saves its persistence database
+    /// on a clean stop, which is what `restart` relies on.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id().to_string();
+        // std has no way to send SIGTERM; kill(1) does.
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        if !matches!(sent, Ok(status) if status.success()) {
+            let _ = child.kill();
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "mosquitto ({}) did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                        self.conf_name,
+                        self.log()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops the broker and starts it again on the same port with the same files,
+    /// so retained messages and persistent sessions come back from disk.
+    pub fn restart(&mut self) {
+        self.stop();
+        match launch(&mosquitto_binary(), self.dir.path(), self.port) {
+            Ok(child) => self.child = Some(child),
+            Err(Launch::PortTaken) => panic!(
+                "mosquitto ({}) cannot restart: port {} was taken while it was stopped\n{}",
+                self.conf_name,
+                self.port,
+                self.log()
+            ),
+            Err(Launch::Failed(why)) => panic!(
+                "mosquitto ({}) did not restart: {why}\n{}",
+                self.conf_name,
+                self.log()
+            ),
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "----- mosquitto log ({}, {}, {}) -----\n{}----- end of mosquitto log -----",
+                self.conf_name,
+                self.url(),
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// `(user, password)` of a development account from `mosquitto-conf/dev-accounts`.
+pub fn account(user: &str) -> (String, String) {
+    let path = super::repo_root().join("mosquitto-conf/dev-accounts");
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| *name == user)
+        .map(|(name, password)| (name.to_owned(), password.to_owned()))
+        .unwrap_or_else(|| panic!("no account {user:?} in {}", path.display()))
+}
+
+enum Launch {
+    /// Mosquitto could not bind the port: retry with another one.
+    PortTaken,
+    Failed(String),
+}
+
+/// The mosquitto executable: PATH first, then Debian's /usr/sbin (not in the PATH
+/// of non-root users).
+fn mosquitto_binary() -> PathBuf {
+    let in_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("mosquitto"));
+    in_path
+        .chain([PathBuf::from("/usr/sbin/mosquitto")])
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("mosquitto not found: run scripts/test.sh or apt-get install mosquitto")
+        })
+}
+
+/// `scripts/broker-config.sh render mosquitto-conf/<conf_name> DIR PORT`.
+fn render(conf_name: &str, dir: &Path, port: u16) {
+    let root = super::repo_root();
+    let script = root.join("scripts/broker-config.sh");
+    let source = root.join("mosquitto-conf").join(conf_name);
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("render")
+        .arg(&source)
+        .arg(dir)
+        .arg(port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} render {} failed ({}):\n{}{}",
+        script.display(),
+        source.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+/// Spawns the broker on the rendered config and waits until it serves `port`.
+fn launch(binary: &Path, dir: &Path, port: u16) -> Result<Child, Launch> {
+    // Readiness is judged on what this run appends to the log (a restart appends
+    // to the log of the previous run).
+    let log_start = file_len(&dir.join(LOG_FILE));
+    let output_start = file_len(&dir.join(OUTPUT_FILE));
+    let output = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(OUTPUT_FILE))
+        .expect("cannot create the mosquitto output file");
+    let mut child = Command::new(binary)
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().expect("cannot share the output file"))
+        .stderr(output)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let this_run = read_from(&dir.join(LOG_FILE), log_start)
+                + &read_from(&dir.join(OUTPUT_FILE), output_start);
+            return Err(if this_run.contains("Address already in use") {
+                Launch::PortTaken
+            } else {
+                Launch::Failed(format!("it exited with {status}"))
+            });
+        }
+        // Mosquitto logs "... running" only once every listener is bound. Checking
+        // for it, and not only for an open port, avoids mistaking another process
+        // that holds the port for our broker.
+        let running = read_from(&dir.join(LOG_FILE), log_start)
+            .lines()
+            .any(|line| line.contains("mosquitto version") && line.ends_with(" running"));
+        if running && TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Launch::Failed(format!(
+                "port {port} not serving within {START_TIMEOUT:?}"
+            )));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    let mut log = read_from(&dir.join(LOG_FILE), 0);
+    let output = read_from(&dir.join(OUTPUT_FILE), 0);
+    if !output.trim().is_empty() {
+        log.push_str("--- mosquitto stdout/stderr ---\n");
+        log.push_str(&output);
+    }
+    log
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The file's text from byte `offset` on; empty if it does not exist yet.
+fn read_from(path: &Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut file) = File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = file.read_to_end(&mut text);
+        }
+    }
+    let mut text = String::from_utf8_lossy(&text).into_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
