@@ -30,6 +30,9 @@ pub enum Command {
     /// Check that the broker and InfluxDB are reachable with the configured
     /// credentials (exit 0 when every check passes, 1 otherwise).
     Doctor(cmd::doctor::Args),
+    /// Run the middleware: MQTT readings → threshold rules and alerts → InfluxDB, at
+    /// least once and without duplicates. Runs until SIGTERM or Ctrl-C.
+    Ingest(cmd::ingest::Args),
 }
 
 /// Starts the log subscriber: stderr, level from RUST_LOG or the -v/-q flags.
@@ -45,8 +48,10 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         // Our own crate at the chosen level; dependencies one notch quieter.
         EnvFilter::new(format!("warn,arng={default}"))
     });
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

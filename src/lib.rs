@@ -9,7 +9,11 @@
 //!   validated while parsing.
 //! - [`mqtt`]: the broker edge (rumqttc options, connecting).
 //! - [`store`]: the InfluxDB edge (writes, Flux queries, annotated CSV, setup).
+//! - [`metrics`]: a small Prometheus registry.
 //! - [`report`]: rendering of check results as a table or JSON.
+//! - [`sim`]: the simulated sensors' signal model (climate, daily cycle, drift, noise,
+//!   faults, heatwave scenario), pure and seeded; `arng simulate` publishes it.
+//! - [`ingest`]: the MQTT → rules → InfluxDB middleware (tasks, batching, spool).
 //! - [`cli`]: the command line; [`cmd`]: one module per subcommand.
 //!
 //! `src/main.rs` only parses the command line and maps errors to exit codes.
@@ -18,6 +22,8 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod mqtt;
 pub mod report;
 pub mod store;
+pub mod ingest;

@@ -2,6 +2,7 @@
 //! text) and an async `run` that returns the process exit code.
 
 pub mod doctor;
+pub mod ingest;
 
 use std::process::ExitCode;
 
@@ -16,10 +17,33 @@ pub struct UsageError(pub String);
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Doctor(args) => doctor::run(args).await,
+        Command::Ingest(args) => ingest::run(args).await,
     }
 }
 
 /// Milliseconds elapsed since `start`, for reports.
 pub(crate) fn elapsed_ms(start: std::time::Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }

@@ -19,6 +19,12 @@ pub const READINGS: &str = "readings";
 /// Measurement of zone heartbeats.
 pub const HEARTBEATS: &str = "heartbeats";
 
+/// Measurement of messages and points that were rejected, with the reason.
+pub const DEADLETTERS: &str = "deadletters";
+
+/// Longest raw payload kept in a dead letter, in characters.
+pub const DEADLETTER_PAYLOAD_CHARS: usize = 4096;
+
 /// Timestamp precision used for every write (payload timestamps carry milliseconds).
 pub const WRITE_PRECISION: &str = "ms";
 
@@ -47,6 +53,40 @@ pub fn heartbeat_point(h: &Heartbeat) -> Point {
         .timestamp(h.timestamp)
 }
 
+/// A dead letter: what was rejected, why, and where it came from. `instance` (the
+/// ingest client id) and a per-process unique millisecond `time_ms` keep two dead
+/// letters from overwriting each other. Newlines in the payload are shown as `\n`
+/// so the record stays on one line-protocol line.
+pub fn dead_letter_point(
+    reason: &str,
+    instance: &str,
+    topic: &str,
+    payload: &[u8],
+    error: &str,
+    time_ms: i64,
+) -> Point {
+    let text: String = String::from_utf8_lossy(payload)
+        .chars()
+        .take(DEADLETTER_PAYLOAD_CHARS)
+        .collect::<String>()
+        .replace('\n', "\\n")
+        .replace('\r', "\\r");
+    let one_line = |s: &str| {
+        s.chars()
+            .take(1000)
+            .collect::<String>()
+            .replace(['\n', '\r'], " ")
+    };
+    Point::new(DEADLETTERS)
+        .tag("reason", reason)
+        .tag("instance", instance)
+        .string("topic", one_line(topic))
+        .string("payload", text)
+        .string("error", one_line(error))
+        .int("size", i64::try_from(payload.len()).unwrap_or(i64::MAX))
+        .timestamp(chrono::DateTime::from_timestamp_millis(time_ms).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +107,24 @@ mod tests {
         assert_eq!(
             reading_point(&r).to_line().unwrap(),
             "readings,sensor=s1,zone=nord temp=31.5,hum=40.0,alert_level=2i,seq=5i 1795850102125"
+        );
+    }
+
+    #[test]
+    fn dead_letters_stay_on_one_line() {
+        let p = dead_letter_point(
+            "malformed_json",
+            "arng-ingest",
+            "entrepot/nord/s1/v1",
+            b"{\"a\":\n1",
+            "bad\njson",
+            1_795_850_102_000,
+        );
+        let line = p.to_line().unwrap();
+        assert!(!line.contains('\n'), "{line}");
+        assert_eq!(
+            line,
+            r#"deadletters,instance=arng-ingest,reason=malformed_json topic="entrepot/nord/s1/v1",payload="{\"a\":\\n1",error="bad json",size=7i 1795850102000"#
         );
     }
 

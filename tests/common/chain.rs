@@ -1,0 +1,310 @@
+//! Pieces of the chain for integration tests: an `arng ingest` process, an MQTT
+//! publisher that waits for the broker's acknowledgements, and Flux counts.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arng::config::{MqttArgs, Secret};
+use arng::store::InfluxClient;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use super::influxd::Influxd;
+use super::mosquitto::{account, Mosquitto};
+
+/// MQTT options for `user` (a dev account) on `broker`, as the CLI would build them.
+pub fn mqtt_args(broker: &Mosquitto, user: &str) -> MqttArgs {
+    let (u, p) = account(user);
+    MqttArgs {
+        url: arng::config::parse_mqtt_url(&broker.url()).unwrap(),
+        username: Some(u),
+        password: Some(Secret::new(p)),
+    }
+}
+
+/// An `arng ingest` child process with its own spool dir, log file and metrics port.
+pub struct IngestProc {
+    pub metrics_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    starts: usize,
+}
+
+impl IngestProc {
+    /// Starts ingest (account `ingest`) against `broker` and `db` and waits until it is
+    /// connected. `extra` are more command-line arguments.
+    pub fn start(broker: &Mosquitto, db: &Influxd, extra: &[&str]) -> IngestProc {
+        let (user, pass) = account("ingest");
+        let mut env: Vec<(String, String)> = vec![
+            ("ARNG_MQTT_URL".into(), broker.url()),
+            ("ARNG_MQTT_USERNAME".into(), user),
+            ("ARNG_MQTT_PASSWORD".into(), pass),
+            ("RUST_LOG".into(), "arng=debug".into()),
+        ];
+        env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        let dir = tempfile::Builder::new()
+            .prefix("arng-ingest-")
+            .tempdir()
+            .unwrap();
+        let metrics_port = super::free_port();
+        let mut args: Vec<String> = vec![
+            "ingest".into(),
+            "--metrics-port".into(),
+            metrics_port.to_string(),
+            "--spool-dir".into(),
+            dir.path().join("spool").to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut me = IngestProc {
+            metrics_port,
+            dir,
+            child: None,
+            env,
+            args,
+            starts: 0,
+        };
+        me.spawn();
+        me
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("ingest.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(super::arng_bin())
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start arng ingest");
+        self.child = Some(child);
+        self.starts += 1;
+        self.wait_for_log(
+            "connected to the broker",
+            self.starts,
+            Duration::from_secs(20),
+        );
+    }
+
+    /// Waits until `needle` appears at least `times` times in the log.
+    pub fn wait_for_log(&mut self, needle: &str, times: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().matches(needle).count() >= times {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "arng ingest exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the ingest log after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The Prometheus text from GET /metrics.
+    pub fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics endpoint");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The value of one series, e.g. `arng_ingest_rejected_total{reason="oversize"}`; 0
+    /// when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// SIGKILL: no flush, no acknowledgement, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        Command::new("kill")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!(
+                    "ingest did not stop within 30 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the process again with the same arguments, spool and client id.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for IngestProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- arng ingest log -----\n{}", self.log());
+        }
+    }
+}
+
+/// Publishes every (topic, payload) as `user` at `qos` and returns once the broker has
+/// acknowledged them all (QoS 1/2) or they are written (QoS 0).
+pub async fn publish_all(broker: &Mosquitto, user: &str, messages: &[(String, String)], qos: QoS) {
+    let (u, p) = account(user);
+    let mut opts = MqttOptions::new(
+        format!("test-pub-{}", super::free_port()),
+        "127.0.0.1",
+        broker.port,
+    );
+    opts.set_credentials(u, p);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_inflight(200);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    let total = messages.len();
+    let msgs = messages.to_vec();
+    let publisher = tokio::spawn(async move {
+        for (t, m) in msgs {
+            client.publish(t, qos, false, m).await.unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked < total || (qos == QoS::AtMostOnce && !publisher.is_finished()) {
+        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .unwrap_or_else(|_| panic!("publisher: only {acked}/{total} acknowledged after 60 s"))
+            .expect("publisher connection failed");
+        match ev {
+            Event::Incoming(Packet::PubAck(_)) | Event::Incoming(Packet::PubComp(_)) => acked += 1,
+            Event::Outgoing(rumqttc::Outgoing::Publish(_)) if qos == QoS::AtMostOnce => acked += 1,
+            _ => {}
+        }
+    }
+    let client = publisher.await.unwrap();
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+}
+
+/// A reading payload for sensor `sensor` of `zone`, sequence `seq`, at `ms`.
+pub fn reading_msg(zone: &str, sensor: &str, seq: u64, ms: i64, temp: f64) -> (String, String) {
+    let r = arng::domain::Reading {
+        zone: arng::domain::Zone::new(zone).unwrap(),
+        sensor: arng::domain::SensorId::new(sensor).unwrap(),
+        seq: Some(seq),
+        timestamp: chrono::DateTime::from_timestamp_millis(ms).unwrap(),
+        temp,
+        hum: 50.0,
+        alert_level: arng::domain::AlertLevel::Normal,
+    };
+    (format!("entrepot/{zone}/{sensor}/v1"), r.to_json())
+}
+
+/// Now, in milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs a Flux query ending in a single number (`|> count()` etc.), summing over tables.
+pub async fn flux_sum(db: &Influxd, flux: &str) -> i64 {
+    let client = InfluxClient::new(&db.args());
+    client
+        .query(flux)
+        .await
+        .unwrap_or_else(|e| panic!("query failed: {e}\n{flux}"))
+        .iter()
+        .filter_map(|r| r.i64("_value"))
+        .sum()
+}
+
+/// Points of measurement `m` and field `f` in the last hour (plus `filter`, a Flux
+/// predicate on `r`, e.g. `r.zone == "nord"`).
+pub async fn count_points(db: &Influxd, m: &str, f: &str, filter: &str) -> i64 {
+    let extra = if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" and ({filter})")
+    };
+    flux_sum(
+        db,
+        &format!(
+            r#"from(bucket: "entrepot") |> range(start: -2h, stop: 1h)
+               |> filter(fn: (r) => r._measurement == "{m}" and r._field == "{f}"{extra})
+               |> group() |> count()"#
+        ),
+    )
+    .await
+}
+
+/// Subscribes to `filter` and collects (topic, payload) for `during`.
+pub async fn collect_topic(
+    args: MqttArgs,
+    filter: String,
+    during: Duration,
+) -> Vec<(String, String)> {
+    let mut opts = arng::mqtt::options(&args, &format!("test-sub-{}", super::free_port()));
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + during;
+    while let Ok(ev) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+        match ev {
+            Ok(Event::Incoming(Packet::Publish(p))) => seen.push((
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )),
+            Ok(_) => {}
+            Err(e) => panic!("subscriber connection failed: {e}"),
+        }
+    }
+    seen
+}
