@@ -33,6 +33,9 @@ pub enum Command {
     /// Run the middleware: MQTT readings → threshold rules and alerts → InfluxDB, at
     /// least once and without duplicates. Runs until SIGTERM or Ctrl-C.
     Ingest(cmd::ingest::Args),
+    /// Serve the REST API and the live dashboard page (GET / ; routes at /docs).
+    /// Runs until SIGTERM or Ctrl-C.
+    Serve(cmd::serve::Args),
 }
 
 /// Starts the log subscriber: stderr, level from RUST_LOG or the -v/-q flags.

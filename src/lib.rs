@@ -11,19 +11,19 @@
 //! - [`store`]: the InfluxDB edge (writes, Flux queries, annotated CSV, setup).
 //! - [`metrics`]: a small Prometheus registry.
 //! - [`report`]: rendering of check results as a table or JSON.
-//! - [`sim`]: the simulated sensors' signal model (climate, daily cycle, drift, noise,
-//!   faults, heatwave scenario), pure and seeded; `arng simulate` publishes it.
 //! - [`ingest`]: the MQTT → rules → InfluxDB middleware (tasks, batching, spool).
+//! - [`api`]: the REST API and live dashboard of `arng serve` (axum).
 //! - [`cli`]: the command line; [`cmd`]: one module per subcommand.
 //!
 //! `src/main.rs` only parses the command line and maps errors to exit codes.
 
+pub mod api;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
+pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod report;
 pub mod store;
-pub mod ingest;

@@ -263,6 +263,27 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Serves `GET /metrics` (and `GET /health`) from `registry` on `listener` until the
+/// task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, registry: Registry) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let r = registry.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        r.render(),
+                    )
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok\n" }));
+    axum::serve(listener, app).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,25 +324,4 @@ mod tests {
         assert_eq!(h.quantile_bound(0.5), Some(1.0));
         assert_eq!(h.quantile_bound(0.99), Some(f64::INFINITY));
     }
-}
-
-/// Serves `GET /metrics` (and `GET /health`) from `registry` on `listener` until the
-/// task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, registry: Registry) -> std::io::Result<()> {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let r = registry.clone();
-                async move {
-                    (
-                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                        r.render(),
-                    )
-                }
-            }),
-        )
-        .route("/health", get(|| async { "ok\n" }));
-    axum::serve(listener, app).await
 }

@@ -355,9 +355,8 @@ async fn bad_payloads_and_topics_are_counted_and_dead_lettered() {
         ),
         (
             r,
-            format!(
-                r#"{{"version":1,"timestamp":"yesterday","temp":20,"hum":40,"alert_level":"normal"}}"#
-            ),
+            r#"{"version":1,"timestamp":"yesterday","temp":20,"hum":40,"alert_level":"normal"}"#
+                .to_owned(),
             "bad_timestamp",
         ),
         (

@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod ingest;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Doctor(args) => doctor::run(args).await,
         Command::Ingest(args) => ingest::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
     }
 }
 

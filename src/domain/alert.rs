@@ -22,7 +22,19 @@ use super::payload::{format_timestamp, AlertLevel, PayloadError, MAX_PAYLOAD_BYT
 pub const ALERTS: &str = "alerts";
 
 /// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertKind {
     Temp,
@@ -53,7 +65,7 @@ impl From<super::thresholds::Metric> for AlertKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     Raised,
@@ -69,7 +81,7 @@ impl AlertState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertSource {
     Sensor,
@@ -88,15 +100,17 @@ impl AlertSource {
 }
 
 /// One alert event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Alert {
     #[serde(default = "version_1")]
     pub version: u64,
     /// Unique id of the raise/clear pair's event (source, zone, sensor, metric, time).
     pub id: String,
+    #[schema(value_type = String)]
     pub zone: Zone,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub sensor: Option<SensorId>,
     pub metric: AlertKind,
     /// `warning` or `critical`.
@@ -110,6 +124,7 @@ pub struct Alert {
     #[serde(default)]
     pub message: String,
     #[serde(with = "timestamp_serde")]
+    #[schema(value_type = String, format = DateTime)]
     pub timestamp: DateTime<Utc>,
 }
 

@@ -34,7 +34,19 @@ pub const TEMP_RANGE: (f64, f64) = (-60.0, 100.0);
 pub const HUM_RANGE: (f64, f64) = (0.0, 100.0);
 
 /// Severity carried by a reading and by alerts. Ordered: `Normal < Warning < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertLevel {
     Normal,

@@ -16,12 +16,15 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::names::Zone;
 use super::payload::AlertLevel;
 
 /// A measured quantity that thresholds apply to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     Temp,
@@ -40,7 +43,7 @@ impl Metric {
 }
 
 /// The four bounds of one metric, and the hysteresis applied when clearing.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Band {
     pub critical_low: f64,
@@ -154,7 +157,7 @@ impl Band {
 }
 
 /// The bands of one zone.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneThresholds {
     pub temp: Band,
@@ -171,13 +174,14 @@ impl ZoneThresholds {
 }
 
 /// The whole threshold document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
     /// Bands for zones without their own entry.
     pub default: ZoneThresholds,
     /// Zone-specific bands (e.g. a cold room).
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, ZoneThresholds>)]
     pub zones: BTreeMap<Zone, ZoneThresholds>,
     /// Consecutive out-of-band readings needed to raise an alert (1 = immediately).
     #[serde(default = "default_debounce")]

@@ -70,7 +70,8 @@ struct Batch {
 enum Stored {
     Written,
     Spooled,
-    NotStored,
+    /// Neither written nor spooled: kept unacknowledged and retried.
+    Held,
 }
 
 pub struct Writer {
@@ -333,7 +334,7 @@ impl Writer {
                     self.ack_all(batch.acks).await;
                     return;
                 }
-                Stored::NotStored => {
+                Stored::Held => {
                     if self.shutting_down && started.elapsed() > SHUTDOWN_GRACE {
                         error!(
                             points = batch.points,
@@ -416,12 +417,12 @@ impl Writer {
                 error!(error = %e, "SPOOL FULL: InfluxDB is down and the disk spool limit is reached; \
                        messages are no longer acknowledged and wait in the broker's queue \
                        (raise --spool-max-bytes or restore InfluxDB)");
-                Stored::NotStored
+                Stored::Held
             }
             Err(e) => {
                 self.metrics.spool_full.inc();
                 error!(error = %e, "cannot spool the batch to disk; it stays unacknowledged");
-                Stored::NotStored
+                Stored::Held
             }
         }
     }

@@ -219,10 +219,10 @@ pub async fn publish_all(broker: &Mosquitto, user: &str, messages: &[(String, St
     let mut acked = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while acked < total || (qos == QoS::AtMostOnce && !publisher.is_finished()) {
-        let ev = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .unwrap_or_else(|_| panic!("publisher: only {acked}/{total} acknowledged after 60 s"))
-            .expect("publisher connection failed");
+        let ev = match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Err(_) => panic!("publisher: only {acked}/{total} acknowledged after 60 s"),
+            Ok(polled) => polled.expect("publisher connection failed"),
+        };
         match ev {
             Event::Incoming(Packet::PubAck(_)) | Event::Incoming(Packet::PubComp(_)) => acked += 1,
             Event::Outgoing(rumqttc::Outgoing::Publish(_)) if qos == QoS::AtMostOnce => acked += 1,
@@ -307,4 +307,105 @@ pub async fn collect_topic(
         }
     }
     seen
+}
+
+/// An `arng serve` child process on a free port (account `api`).
+pub struct ServeProc {
+    pub port: u16,
+    pub token: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ServeProc {
+    /// Starts `arng serve` with token `test-token-123` and waits until `/ready` says
+    /// ready (broker connected, InfluxDB reachable).
+    pub fn start(broker: &Mosquitto, db: &Influxd, extra: &[&str]) -> ServeProc {
+        let (user, pass) = account("api");
+        let dir = tempfile::Builder::new()
+            .prefix("arng-serve-")
+            .tempdir()
+            .unwrap();
+        let token = "test-token-123".to_owned();
+        for _ in 0..5 {
+            let port = super::free_port();
+            let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+            let mut child = Command::new(super::arng_bin())
+                .args(["serve", "--port", &port.to_string()])
+                .args(extra)
+                .env("ARNG_MQTT_URL", broker.url())
+                .env("ARNG_MQTT_USERNAME", &user)
+                .env("ARNG_MQTT_PASSWORD", &pass)
+                .env("ARNG_API_TOKEN", &token)
+                .env("RUST_LOG", "arng=debug")
+                .envs(db.env())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("cannot start arng serve");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken: try another
+                }
+                if let Ok((200, body)) = http_get(port, "/ready") {
+                    if body.contains("\"ready\":true") {
+                        return ServeProc {
+                            port,
+                            token,
+                            dir,
+                            child: Some(child),
+                        };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "arng serve did not become ready:\n{}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- arng serve log -----\n{}", self.log());
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -1,0 +1,145 @@
+//! What keeps the API's state live: an MQTT subscription (readings, heartbeats,
+//! alerts, the retained thresholds) and a periodic read of the last points in
+//! InfluxDB. Both feed [`super::AppState`] and the server-sent-events stream.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
+use tracing::{debug, info, warn};
+
+use super::{queries, AppState, LiveEvent, ThresholdSource};
+use crate::config::MqttArgs;
+use crate::domain::topic::{self, Topic};
+use crate::domain::{Alert, Heartbeat, Reading, Thresholds};
+
+/// The status topic of the API process (its last will says `offline`).
+pub fn status_topic() -> String {
+    Topic::Status {
+        client: "api".into(),
+    }
+    .to_string()
+}
+
+/// An MQTT client for the API, not yet connected (the event loop connects when
+/// [`run_mqtt`] polls it).
+pub fn mqtt_client(args: &MqttArgs) -> (AsyncClient, EventLoop) {
+    let id = format!("arng-serve-{}", std::process::id());
+    let mut o = crate::mqtt::options(args, &id);
+    o.set_last_will(LastWill::new(
+        status_topic(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    AsyncClient::new(o, 1000)
+}
+
+/// Drives the API's MQTT connection forever, reconnecting with backoff.
+pub async fn run_mqtt(state: AppState, client: AsyncClient, mut eventloop: EventLoop) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                state.mqtt_connected.store(true, Ordering::Relaxed);
+                info!("API connected to the broker");
+                // Readings at QoS 0: the cache only needs the newest value, and a lost
+                // one is replaced by the next. Alerts and config at QoS 1.
+                let subs = [
+                    (topic::READINGS_FILTER, QoS::AtMostOnce),
+                    (topic::HEARTBEATS_FILTER, QoS::AtMostOnce),
+                    (topic::ALERTS_FILTER, QoS::AtLeastOnce),
+                    (topic::THRESHOLDS_TOPIC, QoS::AtLeastOnce),
+                ];
+                for (f, q) in subs {
+                    let _ = client.subscribe(f, q).await;
+                }
+                let _ = client
+                    .publish(status_topic(), QoS::AtLeastOnce, true, "online")
+                    .await;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => on_publish(&state, &p.topic, &p.payload),
+            Ok(_) => {}
+            Err(e) => {
+                state.mqtt_connected.store(false, Ordering::Relaxed);
+                warn!(error = %e, retry_in = ?backoff, "API lost the broker; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn on_publish(state: &AppState, topic: &str, payload: &[u8]) {
+    let now = Utc::now();
+    // Invalid messages are ingest's business (it dead-letters them); the API skips them.
+    match Topic::parse(topic) {
+        Ok(Topic::Reading { zone, sensor }) => {
+            if let Ok(r) = Reading::parse(&zone, &sensor, payload) {
+                state.live_write().on_reading(&r, now);
+                state.publish_event(LiveEvent::new("reading", r.to_json()));
+            }
+        }
+        Ok(Topic::Heartbeat { zone }) => {
+            if let Ok(h) = Heartbeat::parse(&zone, payload) {
+                state.live_write().on_heartbeat(&h);
+                state.publish_event(LiveEvent::new("heartbeat", h.to_json()));
+            }
+        }
+        Ok(Topic::Alert { zone }) => {
+            if let Ok(a) = Alert::parse(&zone, payload) {
+                state.publish_event(LiveEvent::new("alert", a.to_json()));
+            }
+        }
+        Ok(Topic::Thresholds) => match Thresholds::from_json(payload) {
+            // Our own PUT comes back through the subscription: keep its source.
+            Ok(t) if t == state.thresholds().0 => {}
+            Ok(t) => {
+                debug!("thresholds updated from the retained configuration");
+                state.set_thresholds(t, ThresholdSource::Retained);
+            }
+            Err(e) => warn!(error = %e, "ignoring an invalid retained thresholds message"),
+        },
+        _ => {}
+    }
+}
+
+/// Reads the last point of every sensor and zone heartbeat every `every`.
+pub async fn run_influx_refresh(state: AppState, every: Duration, lookback: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match refresh_once(&state, lookback).await {
+            Ok(()) => state.influx_reachable.store(true, Ordering::Relaxed),
+            Err(e) => {
+                if state.influx_reachable.swap(false, Ordering::Relaxed) {
+                    warn!(error = %e, "cannot refresh the InfluxDB view");
+                }
+            }
+        }
+    }
+}
+
+pub async fn refresh_once(
+    state: &AppState,
+    lookback: Duration,
+) -> Result<(), crate::store::StoreError> {
+    let bucket = state.influx.bucket();
+    let readings = state
+        .influx
+        .query(&queries::latest_readings(bucket, None, lookback))
+        .await?;
+    let heartbeats = state
+        .influx
+        .query(&queries::latest_heartbeats(bucket, lookback))
+        .await?;
+    state.live_write().set_influx(
+        queries::stored_points(&readings),
+        queries::heartbeat_times(&heartbeats),
+        Utc::now(),
+    );
+    Ok(())
+}

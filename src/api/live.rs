@@ -1,0 +1,382 @@
+//! The API's in-memory view of the warehouse: the last reading of each sensor as seen
+//! on MQTT (a live subscription) next to the last point of that sensor in InfluxDB
+//! (refreshed in the background), and the zones' heartbeats. `GET /zones/{zone}/latest`
+//! and `GET /zones` answer from here, without a query per request.
+//!
+//! Pure: updates and views take the current time as an argument.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::payload::format_timestamp;
+use crate::domain::{AlertLevel, Heartbeat, Reading, SensorId, Zone};
+
+/// A reading as last seen on MQTT, with the time the API received it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct MqttReading {
+    /// The reading's own timestamp (RFC 3339).
+    pub timestamp: String,
+    pub temp: f64,
+    pub hum: f64,
+    pub alert_level: AlertLevel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When the API received it on MQTT (RFC 3339).
+    pub received_at: String,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub timestamp_ms: i64,
+}
+
+/// The last point of a sensor in InfluxDB.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StoredReading {
+    /// The point's `_time` (RFC 3339).
+    pub timestamp: String,
+    pub temp: Option<f64>,
+    pub hum: Option<f64>,
+    pub alert_level: Option<AlertLevel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// Now minus `timestamp`: how old the newest stored point is, in milliseconds.
+    pub age_ms: i64,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub timestamp_ms: i64,
+}
+
+/// One sensor in `GET /zones/{zone}/latest`: MQTT and InfluxDB side by side.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SensorLatest {
+    pub sensor: String,
+    /// Last reading received on MQTT by this API process (null before the first one).
+    pub mqtt: Option<MqttReading>,
+    /// Last point in InfluxDB (null when none in the lookback window).
+    pub influx: Option<StoredReading>,
+    /// MQTT timestamp minus InfluxDB timestamp, in ms: 0 when InfluxDB holds the last
+    /// reading seen on MQTT, positive when InfluxDB lags behind (null if a side is
+    /// missing).
+    pub lag_ms: Option<i64>,
+    /// True when both sides hold the same reading.
+    pub in_sync: bool,
+}
+
+/// Heartbeat freshness of a zone.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HeartbeatStatus {
+    /// Timestamp of the last heartbeat seen on MQTT.
+    pub last_mqtt: Option<String>,
+    /// `_time` of the last heartbeat in InfluxDB.
+    pub last_influx: Option<String>,
+    /// Now minus the newest of the two, in seconds (the lab's `now() - last(_time)`).
+    pub age_s: Option<f64>,
+}
+
+/// `GET /zones/{zone}/latest`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ZoneLatest {
+    pub zone: String,
+    /// When this answer was built (the API's clock).
+    pub generated_at: String,
+    /// When the InfluxDB side was last refreshed (null before the first refresh).
+    pub influx_refreshed_at: Option<String>,
+    pub heartbeat: HeartbeatStatus,
+    pub sensors: Vec<SensorLatest>,
+}
+
+/// One zone in `GET /zones`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ZoneSummary {
+    pub zone: String,
+    pub sensors: usize,
+    /// Newest reading timestamp seen (MQTT or InfluxDB).
+    pub last_seen: Option<String>,
+    /// Worst `alert_level` among the sensors' last readings.
+    pub alert_level: AlertLevel,
+    pub heartbeat: HeartbeatStatus,
+}
+
+/// The InfluxDB side of a sensor: its last stored point.
+#[derive(Debug, Clone, Copy)]
+struct InfluxSlot {
+    time_ms: i64,
+    temp: Option<f64>,
+    hum: Option<f64>,
+    alert_level: Option<AlertLevel>,
+    seq: Option<i64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SensorSlot {
+    mqtt: Option<MqttReading>,
+    influx: Option<InfluxSlot>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct HeartbeatSlot {
+    mqtt_ms: Option<i64>,
+    influx_ms: Option<i64>,
+}
+
+/// A stored point as the refresher reads it from InfluxDB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoint {
+    pub zone: Zone,
+    pub sensor: SensorId,
+    pub time_ms: i64,
+    pub temp: Option<f64>,
+    pub hum: Option<f64>,
+    pub alert_level: Option<AlertLevel>,
+    pub seq: Option<i64>,
+}
+
+/// The cache.
+#[derive(Debug, Default)]
+pub struct LiveState {
+    sensors: BTreeMap<Zone, BTreeMap<SensorId, SensorSlot>>,
+    heartbeats: BTreeMap<Zone, HeartbeatSlot>,
+    influx_refreshed_ms: Option<i64>,
+}
+
+fn ts(ms: i64) -> String {
+    format_timestamp(DateTime::from_timestamp_millis(ms).unwrap_or_default())
+}
+
+impl LiveState {
+    pub fn on_reading(&mut self, r: &Reading, now: DateTime<Utc>) {
+        let slot = self
+            .sensors
+            .entry(r.zone.clone())
+            .or_default()
+            .entry(r.sensor.clone())
+            .or_default();
+        let ms = r.timestamp.timestamp_millis();
+        // Keep the newest reading: a late redelivery must not move the view back.
+        if slot.mqtt.as_ref().is_some_and(|m| m.timestamp_ms > ms) {
+            return;
+        }
+        slot.mqtt = Some(MqttReading {
+            timestamp: format_timestamp(r.timestamp),
+            temp: r.temp,
+            hum: r.hum,
+            alert_level: r.alert_level,
+            seq: r.seq,
+            received_at: format_timestamp(now),
+            timestamp_ms: ms,
+        });
+    }
+
+    pub fn on_heartbeat(&mut self, h: &Heartbeat) {
+        let slot = self.heartbeats.entry(h.zone.clone()).or_default();
+        let ms = h.timestamp.timestamp_millis();
+        slot.mqtt_ms = Some(slot.mqtt_ms.map_or(ms, |old| old.max(ms)));
+    }
+
+    /// Replaces the InfluxDB side with a fresh read of the last points.
+    pub fn set_influx(
+        &mut self,
+        points: Vec<StoredPoint>,
+        heartbeats: Vec<(Zone, i64)>,
+        now: DateTime<Utc>,
+    ) {
+        for zone in self.sensors.values_mut() {
+            for slot in zone.values_mut() {
+                slot.influx = None;
+            }
+        }
+        for p in points {
+            let slot = self
+                .sensors
+                .entry(p.zone)
+                .or_default()
+                .entry(p.sensor)
+                .or_default();
+            slot.influx = Some(InfluxSlot {
+                time_ms: p.time_ms,
+                temp: p.temp,
+                hum: p.hum,
+                alert_level: p.alert_level,
+                seq: p.seq,
+            });
+        }
+        for slot in self.heartbeats.values_mut() {
+            slot.influx_ms = None;
+        }
+        for (zone, ms) in heartbeats {
+            self.heartbeats.entry(zone).or_default().influx_ms = Some(ms);
+        }
+        self.influx_refreshed_ms = Some(now.timestamp_millis());
+    }
+
+    pub fn knows(&self, zone: &Zone) -> bool {
+        self.sensors.contains_key(zone) || self.heartbeats.contains_key(zone)
+    }
+
+    fn heartbeat(&self, zone: &Zone, now_ms: i64) -> HeartbeatStatus {
+        let slot = self.heartbeats.get(zone).copied().unwrap_or_default();
+        let newest = slot.mqtt_ms.max(slot.influx_ms);
+        HeartbeatStatus {
+            last_mqtt: slot.mqtt_ms.map(ts),
+            last_influx: slot.influx_ms.map(ts),
+            age_s: newest.map(|ms| (now_ms - ms) as f64 / 1000.0),
+        }
+    }
+
+    /// The zone's sensors, MQTT and InfluxDB side by side; `None` for an unknown zone.
+    pub fn zone_latest(&self, zone: &Zone, now: DateTime<Utc>) -> Option<ZoneLatest> {
+        if !self.knows(zone) {
+            return None;
+        }
+        let now_ms = now.timestamp_millis();
+        let sensors = self
+            .sensors
+            .get(zone)
+            .map(|m| {
+                m.iter()
+                    .map(|(sensor, slot)| {
+                        let influx = slot.influx.map(|i| StoredReading {
+                            timestamp: ts(i.time_ms),
+                            temp: i.temp,
+                            hum: i.hum,
+                            alert_level: i.alert_level,
+                            seq: i.seq,
+                            age_ms: now_ms - i.time_ms,
+                            timestamp_ms: i.time_ms,
+                        });
+                        let lag_ms = match (&slot.mqtt, &influx) {
+                            (Some(m), Some(i)) => Some(m.timestamp_ms - i.timestamp_ms),
+                            _ => None,
+                        };
+                        SensorLatest {
+                            sensor: sensor.to_string(),
+                            in_sync: lag_ms == Some(0),
+                            mqtt: slot.mqtt.clone(),
+                            influx,
+                            lag_ms,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(ZoneLatest {
+            zone: zone.to_string(),
+            generated_at: format_timestamp(now),
+            influx_refreshed_at: self.influx_refreshed_ms.map(ts),
+            heartbeat: self.heartbeat(zone, now_ms),
+            sensors,
+        })
+    }
+
+    /// Every known zone with its freshness.
+    pub fn zones(&self, now: DateTime<Utc>) -> Vec<ZoneSummary> {
+        let now_ms = now.timestamp_millis();
+        let mut names: Vec<&Zone> = self.sensors.keys().chain(self.heartbeats.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|zone| {
+                let sensors = self.sensors.get(zone);
+                let mut last: Option<i64> = None;
+                let mut level = AlertLevel::Normal;
+                for slot in sensors.into_iter().flat_map(|m| m.values()) {
+                    let m = slot.mqtt.as_ref().map(|m| m.timestamp_ms);
+                    let i = slot.influx.map(|x| x.time_ms);
+                    last = last.max(m).max(i);
+                    let l = slot
+                        .mqtt
+                        .as_ref()
+                        .map(|m| m.alert_level)
+                        .or(slot.influx.and_then(|x| x.alert_level));
+                    level = level.max(l.unwrap_or(AlertLevel::Normal));
+                }
+                ZoneSummary {
+                    zone: zone.to_string(),
+                    sensors: sensors.map_or(0, |m| m.len()),
+                    last_seen: last.map(ts),
+                    alert_level: level,
+                    heartbeat: self.heartbeat(zone, now_ms),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(ms).unwrap()
+    }
+
+    fn reading(zone: &str, sensor: &str, ms: i64, temp: f64) -> Reading {
+        Reading {
+            zone: Zone::new(zone).unwrap(),
+            sensor: SensorId::new(sensor).unwrap(),
+            seq: Some(1),
+            timestamp: t(ms),
+            temp,
+            hum: 40.0,
+            alert_level: AlertLevel::Normal,
+        }
+    }
+
+    #[test]
+    fn correlates_mqtt_and_influx() {
+        let mut s = LiveState::default();
+        let nord = Zone::new("nord").unwrap();
+        assert!(s.zone_latest(&nord, t(0)).is_none());
+        s.on_reading(&reading("nord", "s1", 1_000_000, 21.0), t(1_000_050));
+        s.on_reading(&reading("nord", "s1", 999_000, 99.0), t(1_000_060)); // late: ignored
+        s.set_influx(
+            vec![StoredPoint {
+                zone: nord.clone(),
+                sensor: SensorId::new("s1").unwrap(),
+                time_ms: 995_000,
+                temp: Some(20.0),
+                hum: Some(40.0),
+                alert_level: Some(AlertLevel::Normal),
+                seq: Some(0),
+            }],
+            vec![(nord.clone(), 990_000)],
+            t(1_000_100),
+        );
+        let z = s.zone_latest(&nord, t(1_001_000)).unwrap();
+        assert_eq!(z.sensors.len(), 1);
+        let s1 = &z.sensors[0];
+        assert_eq!(s1.mqtt.as_ref().unwrap().temp, 21.0);
+        assert_eq!(s1.influx.as_ref().unwrap().age_ms, 6_000);
+        assert_eq!(s1.lag_ms, Some(5_000));
+        assert!(!s1.in_sync);
+        assert_eq!(z.heartbeat.age_s, Some(11.0));
+        // InfluxDB catches up.
+        s.set_influx(
+            vec![StoredPoint {
+                zone: nord.clone(),
+                sensor: SensorId::new("s1").unwrap(),
+                time_ms: 1_000_000,
+                temp: Some(21.0),
+                hum: Some(40.0),
+                alert_level: None,
+                seq: Some(1),
+            }],
+            vec![],
+            t(1_000_200),
+        );
+        let z = s.zone_latest(&nord, t(1_001_000)).unwrap();
+        assert!(z.sensors[0].in_sync);
+        assert_eq!(z.heartbeat.age_s, None);
+        let zones = s.zones(t(1_001_000));
+        assert_eq!(zones.len(), 1);
+        assert_eq!(zones[0].sensors, 1);
+        assert_eq!(
+            zones[0].last_seen.as_deref(),
+            Some("1970-01-01T00:16:40.000Z")
+        );
+    }
+}
