@@ -233,7 +233,7 @@ mod tests {
             50,
         );
         assert!(
-            q.contains("range(start: 2026-11-28T") && q.contains(".125Z)"),
+            q.contains("range(start: 2026-11-28T") && q.contains(".125Z, stop: 1h)"),
             "{q}"
         );
         assert!(

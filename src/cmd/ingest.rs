@@ -58,6 +58,14 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "POINTS")]
     pub batch_size: u32,
 
+    /// Write a batch as soon as this many messages await acknowledgement. Keep it at
+    /// most half the broker's `max_inflight_messages` (1000 in mosquitto-conf/), which
+    /// caps how many unacknowledged messages the broker sends: a larger value makes
+    /// every batch wait for --batch-timeout.
+    #[arg(long, env = "ARNG_ACK_WINDOW", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=65_535), value_name = "MESSAGES")]
+    pub ack_window: u32,
+
     /// Longest time a reading waits in a partly filled batch.
     #[arg(long, env = "ARNG_BATCH_TIMEOUT", default_value = "200ms", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub batch_timeout: Duration,
@@ -81,6 +89,14 @@ pub struct Args {
     /// Timeout of one InfluxDB write.
     #[arg(long, env = "ARNG_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub write_timeout: Duration,
+
+    /// Store the broker's $SYS statistics (clients, messages, dropped, stored, heap)
+    /// in the `broker` measurement for supervision (docs/supervision.md). On by
+    /// default; --broker-stats=false for an account that may not read $SYS/#.
+    #[arg(long, env = "ARNG_BROKER_STATS", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub broker_stats: bool,
 }
 
 fn parse_client_id(s: &str) -> Result<String, String> {
@@ -172,11 +188,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         share_group: args.share_group,
         batch_size: args.batch_size as usize,
         batch_timeout: args.batch_timeout,
+        ack_window: args.ack_window as usize,
         spool_dir,
         spool_max_bytes: args.spool_max,
         thresholds_file: args.thresholds,
         write_timeout: args.write_timeout,
         tick: Duration::from_secs(1),
+        broker_stats: args.broker_stats,
     };
     info!(broker = %cfg.mqtt.url, influx = %cfg.influx.url, bucket = %cfg.influx.bucket,
           client_id = %cfg.client_id, share_group = ?cfg.share_group, spool = %cfg.spool_dir.display(), "ingest starting");

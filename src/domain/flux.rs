@@ -34,7 +34,7 @@ pub fn string(s: &str) -> String {
 /// Sub-millisecond parts are rounded up so that a range never becomes empty.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis().max(1);
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -42,6 +42,10 @@ pub struct IngestConfig {
     pub share_group: Option<String>,
     pub batch_size: usize,
     pub batch_timeout: Duration,
+    /// Flush as soon as this many messages await acknowledgement. The broker sends a
+    /// client at most `max_inflight_messages` unacknowledged messages; a batch waiting
+    /// for more than that would wait for its timeout every time.
+    pub ack_window: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     /// Thresholds from a file: published (retained) at start, then followed like any
@@ -50,6 +54,9 @@ pub struct IngestConfig {
     pub write_timeout: Duration,
     /// Seconds between silence checks.
     pub tick: Duration,
+    /// Subscribe to the broker's `$SYS/broker/#` statistics and store them in the
+    /// `broker` measurement (the account needs `topic read $SYS/#`).
+    pub broker_stats: bool,
 }
 
 /// Errors that stop ingest.
@@ -69,9 +76,16 @@ pub enum Inbound {
     Heartbeat(Heartbeat, Option<Publish>),
     Alert(Alert, Option<Publish>),
     Thresholds(Thresholds, Option<Publish>),
-    /// Nothing to store (our own status or dead-letter messages); acknowledged in
-    /// order with the rest.
+    /// Nothing to store (our own status or dead-letter messages, `$SYS` statistics we
+    /// do not keep); acknowledged in order with the rest.
     Skip(Option<Publish>),
+    /// One broker statistic from `$SYS/broker/...`, received at `at`. Mosquitto
+    /// publishes them at QoS 0: there is nothing to acknowledge.
+    BrokerStat {
+        field: &'static str,
+        value: f64,
+        at: chrono::DateTime<chrono::Utc>,
+    },
     Invalid {
         topic: String,
         payload: Vec<u8>,
@@ -251,17 +265,23 @@ pub async fn run(
         QoS::AtLeastOnce,
         true,
     ));
-    // The request channel carries our acks and alert publishes to the event loop. It
-    // must never fill while the MQTT task waits on the writer (that would deadlock):
-    // outstanding acks are bounded by the broker's in-flight window (1000 in the
-    // reference config), so 20000 leaves a wide margin.
+    // Flow control (see the benchmark that found a deadlock here): the MQTT task must
+    // never wait on the writer, because the writer's acknowledgements and alert
+    // publishes only leave through this event loop; if the MQTT task stopped polling
+    // while the writer waited for room in the request channel, both would stall. So the
+    // channel to the writer is unbounded, and held under a high-water mark instead:
+    // above it the MQTT task pauses briefly per message (a timed pause that keeps
+    // polling, never a wait on the writer). The broker's in-flight window does not
+    // bound it by itself: Mosquitto 2.0.11 was seen sending ~20,000 unacknowledged
+    // messages to this MQTT 3.1.1 session.
     let (client, mut eventloop) = AsyncClient::new(options, 20_000);
-    // Bounded so a slow InfluxDB pushes back on the broker instead of growing memory.
-    let (tx, rx) = mpsc::channel::<Inbound>(cfg.batch_size.max(1000) * 2);
+    let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let high_water = cfg.batch_size.max(cfg.ack_window) * 20;
 
     let influx = InfluxClient::with_timeout(&cfg.influx, cfg.write_timeout);
     let writer = writer::Writer::new(&cfg, influx, client.clone(), spool, metrics.clone());
-    let mut writer_task = tokio::spawn(writer.run(rx));
+    let mut writer_task = tokio::spawn(writer.run(rx, pending.clone()));
 
     let filters = filters(cfg.share_group.as_deref());
     let mut tx = Some(tx);
@@ -310,6 +330,13 @@ pub async fn run(
                             error!(filter = %f, error = %e, "cannot subscribe");
                         }
                     }
+                    // Not shared with the group: every member stores the same values at
+                    // the same second, so they overwrite each other in InfluxDB.
+                    if cfg.broker_stats {
+                        if let Err(e) = client.subscribe(crate::supervision::SYS_FILTER, QoS::AtMostOnce).await {
+                            error!(filter = crate::supervision::SYS_FILTER, error = %e, "cannot subscribe");
+                        }
+                    }
                     let _ = client.publish(&status_topic, QoS::AtLeastOnce, true, "online").await;
                     if let (Some(t), false) = (&cfg.thresholds_file, published_file_thresholds) {
                         published_file_thresholds = true;
@@ -319,11 +346,16 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     metrics.received.inc();
                     let Some(tx) = &tx else { continue };
-                    // Waits when the writer is behind: backpressure to the broker.
                     // Everything goes through the writer, even messages with nothing
                     // to store, so acknowledgements leave in the order of arrival.
-                    if tx.send(classify(&p)).await.is_err() {
+                    if tx.send(classify(&p)).is_err() {
                         warn!("writer stopped; message left unacknowledged");
+                    }
+                    let queued = pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if queued > high_water {
+                        // Only a QoS 0 flood gets here; slow down reading the socket
+                        // without ever waiting on the writer.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(s))) => {
@@ -361,6 +393,18 @@ fn ack_handle(p: &Publish) -> Option<Publish> {
 pub fn classify(p: &Publish) -> Inbound {
     let ack = ack_handle(p);
     let topic_str = p.topic.clone();
+    // Broker statistics are not part of the entrepot scheme: kept when useful,
+    // skipped otherwise, never dead-lettered.
+    if topic_str.starts_with("$SYS/") {
+        return match crate::supervision::broker_stat(&topic_str, &p.payload) {
+            Some((field, value)) => Inbound::BrokerStat {
+                field,
+                value,
+                at: chrono::Utc::now(),
+            },
+            None => Inbound::Skip(ack),
+        };
+    }
     let invalid = |reason: &'static str, error: String, ack: Option<Publish>| Inbound::Invalid {
         topic: topic_str.clone(),
         payload: p.payload.to_vec(),

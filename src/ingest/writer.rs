@@ -28,9 +28,12 @@ use super::spool::{Spool, SpoolError};
 use super::{Inbound, IngestConfig, IngestError, IngestMetrics};
 use crate::domain::line_protocol::Point;
 use crate::domain::rules::RuleEngine;
-use crate::domain::schema::{dead_letter_point, heartbeat_point, reading_point};
-use crate::domain::{Alert, AlertSource, Thresholds, Topic};
+use crate::domain::schema::{
+    broker_point, dead_letter_point, heartbeat_point, ingest_point, reading_point, IngestStats,
+};
+use crate::domain::{Alert, AlertKind, AlertSource, Thresholds, Topic};
 use crate::store::{InfluxClient, StoreError};
+use crate::supervision::{LagWindow, SUPERVISION_INTERVAL};
 
 /// Attempts on the live path before a batch is spooled.
 const LIVE_ATTEMPTS: u32 = 3;
@@ -83,6 +86,7 @@ pub struct Writer {
     thresholds: Thresholds,
     batch: Batch,
     batch_size: usize,
+    ack_window: usize,
     batch_timeout: Duration,
     tick: Duration,
     instance: String,
@@ -92,6 +96,10 @@ pub struct Writer {
     next_drain: tokio::time::Instant,
     rejection_logs: HashMap<&'static str, (Instant, u64)>,
     shutting_down: bool,
+    /// Lags of the readings written since the last `ingest` statistics point.
+    lag_window: LagWindow,
+    readings_in_window: u64,
+    next_stats: tokio::time::Instant,
 }
 
 impl Writer {
@@ -112,6 +120,7 @@ impl Writer {
             thresholds: cfg.thresholds_file.clone().unwrap_or_default(),
             batch: Batch::default(),
             batch_size: cfg.batch_size.max(1),
+            ack_window: cfg.ack_window.max(1),
             batch_timeout: cfg.batch_timeout,
             tick: cfg.tick,
             instance: cfg.client_id.clone(),
@@ -121,11 +130,18 @@ impl Writer {
             next_drain: tokio::time::Instant::now(),
             rejection_logs: HashMap::new(),
             shutting_down: false,
+            lag_window: LagWindow::default(),
+            readings_in_window: 0,
+            next_stats: tokio::time::Instant::now() + SUPERVISION_INTERVAL,
         }
     }
 
     /// Consumes messages until the channel closes (shutdown), then flushes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Inbound>) -> Result<(), IngestError> {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Inbound>,
+        pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Result<(), IngestError> {
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -133,8 +149,11 @@ impl Writer {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => {
+                        pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         self.accept(m).await;
-                        if self.batch.points >= self.batch_size {
+                        // Half the broker's in-flight window (the default) lets it keep
+                        // sending the other half while this batch is written.
+                        if self.batch.points >= self.batch_size || self.batch.acks.len() >= self.ack_window {
                             self.flush().await;
                         }
                     }
@@ -187,6 +206,9 @@ impl Writer {
                 self.add_ack(ack);
             }
             Inbound::Skip(ack) => self.add_ack(ack),
+            Inbound::BrokerStat { field, value, at } => {
+                self.add_point(&broker_point(field, value, at));
+            }
             Inbound::Invalid {
                 topic,
                 payload,
@@ -261,7 +283,15 @@ impl Writer {
         }
     }
 
-    async fn emit_alerts(&mut self, alerts: Vec<Alert>) {
+    async fn emit_alerts(&mut self, mut alerts: Vec<Alert>) {
+        // The supervision probe publishes only during a check: its silence is
+        // expected, not an alarm (docs/supervision.md).
+        alerts.retain(|a| {
+            !(a.metric == AlertKind::Silence
+                && a.sensor
+                    .as_ref()
+                    .is_some_and(|s| crate::supervision::is_probe(s.as_str())))
+        });
         for a in alerts {
             info!(zone = %a.zone, sensor = ?a.sensor.as_ref().map(|s| s.as_str()), metric = a.metric.as_str(),
                   severity = %a.severity, state = a.state.as_str(), value = ?a.value, "alert");
@@ -294,6 +324,26 @@ impl Writer {
             .alerts_active("critical")
             .set(active.critical as f64);
         self.metrics.spool_bytes.set(self.spool.used_bytes() as f64);
+        if tokio::time::Instant::now() >= self.next_stats {
+            self.next_stats = tokio::time::Instant::now() + SUPERVISION_INTERVAL;
+            self.add_stats_point();
+        }
+    }
+
+    /// Ingest's own statistics for supervision (`ingest` measurement): what `arng
+    /// serve` computes the latency and backlog indicators from.
+    fn add_stats_point(&mut self) {
+        let lag = self.lag_window.take();
+        let stats = IngestStats {
+            readings: std::mem::take(&mut self.readings_in_window),
+            lag_p50_s: lag.map(|l| l.p50_s),
+            lag_p99_s: lag.map(|l| l.p99_s),
+            lag_max_s: lag.map(|l| l.max_s),
+            spool_bytes: self.spool.used_bytes(),
+            received: self.metrics.received.get(),
+        };
+        let point = ingest_point(&self.instance, &stats, Utc::now());
+        self.add_point(&point);
     }
 
     async fn ack_all(&self, acks: Vec<Publish>) {
@@ -320,10 +370,11 @@ impl Writer {
                 Stored::Written => {
                     let now_ms = Utc::now().timestamp_millis();
                     for ms in &batch.reading_ms {
-                        self.metrics
-                            .lag_seconds
-                            .observe((now_ms - ms).max(0) as f64 / 1000.0);
+                        let lag = (now_ms - ms).max(0) as f64 / 1000.0;
+                        self.metrics.lag_seconds.observe(lag);
+                        self.lag_window.push(lag);
                     }
+                    self.readings_in_window += batch.reading_ms.len() as u64;
                     self.metrics
                         .readings_written
                         .add(batch.reading_ms.len() as u64);

@@ -99,13 +99,25 @@ impl Influxd {
 
     /// Starts a fresh server and performs the first-time setup.
     pub fn start() -> Influxd {
-        let me = Influxd::start_without_setup();
         let setup = format!(
             r#"{{"username":"admin","password":"admin-dev-password","org":"{ORG}","bucket":"{BUCKET}","token":"{TOKEN}","retentionPeriodSeconds":0}}"#
         );
-        let (status, body) = http(me.port, "POST", "/api/v2/setup", &setup).expect("setup request");
-        assert_eq!(status, 201, "influxd setup failed: {body}\n{}", me.log());
-        me
+        for _ in 0..5 {
+            let mut me = Influxd::start_without_setup();
+            let (status, body) =
+                http(me.port, "POST", "/api/v2/setup", &setup).expect("setup request");
+            if status == 201 {
+                return me;
+            }
+            // Another test's server answered on this port (ours lost the race to bind
+            // it): try again elsewhere.
+            eprintln!(
+                "influxd setup on port {} answered {status}: {body}; retrying on another port",
+                me.port
+            );
+            me.stop();
+        }
+        panic!("influxd setup failed 5 times");
     }
 
     fn launch_on_free_port(&mut self) {
@@ -143,6 +155,14 @@ impl Influxd {
                 return false;
             }
             if let Ok((200, body)) = http(self.port, "GET", "/health", "") {
+                // The answer may come from another test's server that holds this port
+                // while ours fails to bind it: ours must still be alive a moment later.
+                std::thread::sleep(Duration::from_millis(300));
+                let alive = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+                if !alive {
+                    self.child = None;
+                    return false;
+                }
                 if body.contains("\"pass\"") {
                     return true;
                 }

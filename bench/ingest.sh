@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Benchmark of `arng ingest`: sustained QoS 1 readings/s from a local Mosquitto into a
+# local InfluxDB (all on this machine), p99 MQTT→InfluxDB lag, peak resident memory.
+#
+# Each round publishes RATE readings/s for DURATION with `arng simulate` (QoS 1, its
+# own zones so rounds are counted apart), then waits for ingest to write them all and
+# checks the count in InfluxDB, so no round is credited for readings it lost.
+# Prints one line per round and the medians.
+#
+# Usage: bench/ingest.sh [ROUNDS] ; environment: RATE (20000), DURATION (20s),
+# SENSORS_PER_ZONE (500), ZONES_PER_ROUND (4), BATCH (5000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+RATE=${RATE:-20000}
+DURATION=${DURATION:-20s}
+SENSORS=${SENSORS_PER_ZONE:-500}
+NZONES=${ZONES_PER_ROUND:-4}
+BATCH=${BATCH:-5000}
+
+work=$(mktemp -d /tmp/arng-bench-ingest.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap "exit 130" INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pw() { sed -n "s/^$1://p" mosquitto-conf/dev-accounts; }
+
+echo "building arng (release)..." >&2
+cargo build --release --quiet
+arng=$PWD/target/release/arng
+influxd=$(scripts/build-influxd.sh)
+
+mport=$(free_port)
+scripts/broker-config.sh render mosquitto-conf/mosquitto.conf "$work/mosquitto" "$mport" >/dev/null
+mosquitto -c "$work/mosquitto/mosquitto.conf" & pids+=($!)
+
+iport=$(free_port)
+mkdir -p "$work/influxd"
+(cd "$work/influxd" && exec "$influxd" --bolt-path "$work/influxd/b" --engine-path "$work/influxd/e" \
+  --sqlite-path "$work/influxd/s.sqlite" --http-bind-address "127.0.0.1:$iport" \
+  --reporting-disabled --log-level warn >"$work/influxd.log" 2>&1) & pids+=($!)
+for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$iport/health" >/dev/null && break; sleep 0.5; done
+curl -sf -XPOST "http://127.0.0.1:$iport/api/v2/setup" -d '{"username":"admin","password":"admin-dev-password","org":"ares","bucket":"entrepot","token":"dev-token"}' >/dev/null
+
+export ARNG_MQTT_URL="mqtt://127.0.0.1:$mport" INFLUX_URL="http://127.0.0.1:$iport" INFLUX_TOKEN=dev-token
+metrics_port=$(free_port)
+ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$(pw ingest) RUST_LOG=arng=warn \
+  "$arng" ingest --metrics-port "$metrics_port" --spool-dir "$work/spool" --batch-size "$BATCH" >"$work/ingest.log" 2>&1 & ingest_pid=$!
+pids+=($ingest_pid)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$metrics_port/metrics" >/dev/null && break; sleep 0.1; done
+
+metrics() { curl -sf "http://127.0.0.1:$metrics_port/metrics"; }
+written() { metrics | awk '$1=="arng_ingest_readings_written_total"{print $2}'; }
+count_influx() { # zones regex
+  curl -sf -XPOST "http://127.0.0.1:$iport/api/v2/query?org=ares" -H "Authorization: Token dev-token" \
+    -H "Content-Type: application/vnd.flux" \
+    -d "from(bucket:\"entrepot\") |> range(start: -1h, stop: 1h) |> filter(fn:(r) => r._measurement == \"readings\" and r._field == \"temp\" and r.zone =~ /^$1/) |> group() |> count()" \
+    | awk -F, 'NR==2{print $NF}' | tr -d '\r'
+}
+
+results="$work/results.txt"
+: >"$results"
+for round in $(seq 1 "$ROUNDS"); do
+  zones=$(seq 1 "$NZONES" | sed "s/^/r${round}z/" | paste -sd,)
+  before=$(written)
+  metrics >"$work/before.prom"
+  peak=0
+  start=$(date +%s.%N)
+  ARNG_MQTT_USERNAME=simulator ARNG_MQTT_PASSWORD=$(pw simulator) RUST_LOG=arng=warn \
+    "$arng" simulate --zones "$zones" --sensors-per-zone "$SENSORS" --rate "$RATE" --duration "$DURATION" \
+    --qos 1 --no-alerts --json >"$work/sim.json" 2>"$work/sim.log" & sim=$!
+  published=""
+  while :; do
+    rss=$(awk '/VmRSS/{print $2}' "/proc/$ingest_pid/status")
+    [ "$rss" -gt "$peak" ] && peak=$rss
+    if ! kill -0 "$sim" 2>/dev/null; then
+      wait "$sim" || { echo "simulate failed:"; cat "$work/sim.log"; exit 1; }
+      published=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["readings"])' "$work/sim.json")
+    fi
+    if [ -n "$published" ]; then
+      now_written=$(written)
+      if python3 -c "import sys; sys.exit(0 if float('$now_written') - float('$before') >= $published else 1)"; then break; fi
+      elapsed=$(python3 -c "print($(date +%s.%N) - $start)")
+      python3 -c "import sys; sys.exit(0 if $elapsed < 120 else 1)" || { echo "round $round: ingest did not catch up within 120 s"; break; }
+    fi
+    sleep 0.2
+  done
+  end=$(date +%s.%N)
+  metrics >"$work/after.prom"
+  stored=$(count_influx "r${round}z")
+  python3 - "$work/before.prom" "$work/after.prom" "$published" "$stored" "$start" "$end" "$peak" "$work/sim.json" >>"$results" <<'PY'
+import sys, json
+def hist(path):
+    b = {}
+    for line in open(path):
+        if line.startswith('arng_ingest_lag_seconds_bucket'):
+            le = line.split('le="')[1].split('"')[0]
+            b[le] = float(line.split()[-1])
+    return b
+before, after = hist(sys.argv[1]), hist(sys.argv[2])
+published, stored = int(sys.argv[3]), int(sys.argv[4] or 0)
+start, end, peak_kb = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+sim = json.load(open(sys.argv[8]))
+bounds = sorted((float('inf') if k == '+Inf' else float(k), k) for k in after)
+total = after['+Inf'] - before.get('+Inf', 0)
+p99 = None
+for v, k in bounds:
+    if after[k] - before.get(k, 0) >= 0.99 * total:
+        p99 = v
+        break
+rate = published / (end - start)
+pub_rate = round(sim.get("readings_per_s", 0))
+print(f"{published} {stored} {rate:.0f} {p99} {peak_kb/1024:.1f} {pub_rate}")
+PY
+  read -r pub st rate p99 rss prate < <(tail -n 1 "$results")
+  echo "round $round: published $pub, in InfluxDB $st, sustained $rate readings/s (publisher $prate/s), p99 lag <= ${p99}s, peak RSS ${rss} MiB"
+done
+
+python3 - "$results" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+med = lambda i: statistics.median(float(r[i]) for r in rows)
+lost = sum(int(r[0]) - int(r[1]) for r in rows)
+print(f"\nmedians over {len(rows)} rounds: sustained {med(2):.0f} readings/s, p99 lag <= {med(3)} s, peak RSS {med(4):.1f} MiB; readings missing in InfluxDB: {lost}")
+PY
