@@ -170,6 +170,23 @@ pub struct InfluxArgs {
     pub token: Secret,
 }
 
+/// Where the arng REST API (`arng serve`) is, for the commands that are its clients
+/// (`arng check-e2e`, `arng latency`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "arng API")]
+pub struct ApiArgs {
+    /// Base URL of the API (`arng serve`).
+    #[arg(id = "api_url", long = "api-url", env = "ARNG_API_URL", default_value = "http://localhost:8000",
+          value_parser = parse_http_url, value_name = "URL")]
+    pub url: Url,
+
+    /// Bearer token of the API; needed only when it protects reads
+    /// (`arng serve --protect-reads`).
+    #[arg(id = "api_token", long = "api-token", env = "ARNG_API_TOKEN", hide_env_values = true,
+          value_parser = parse_secret, value_name = "TOKEN")]
+    pub token: Option<Secret>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +198,8 @@ mod tests {
         mqtt: MqttArgs,
         #[command(flatten)]
         influx: InfluxArgs,
+        #[command(flatten)]
+        api: ApiArgs,
     }
 
     #[test]
@@ -215,6 +234,8 @@ mod tests {
         assert_eq!(t.influx.org, "ares");
         assert_eq!(t.influx.bucket, "entrepot");
         assert_eq!(t.influx.token.expose(), "dev-token");
+        assert_eq!(t.api.url.as_str(), "http://localhost:8000/");
+        assert!(t.api.token.is_none());
     }
 
     #[test]
@@ -227,12 +248,18 @@ mod tests {
             "hunter2",
             "--influx-token",
             "tok-123",
+            "--api-token",
+            "api-secret-9",
         ])
         .unwrap();
         let dbg = format!("{t:?}");
         assert!(
-            !dbg.contains("hunter2") && !dbg.contains("tok-123"),
+            !dbg.contains("hunter2") && !dbg.contains("tok-123") && !dbg.contains("api-secret-9"),
             "{dbg}"
+        );
+        assert_eq!(
+            t.api.token.as_ref().map(Secret::expose),
+            Some("api-secret-9")
         );
         use clap::CommandFactory;
         let help = T::command().render_long_help().to_string();
@@ -247,6 +274,9 @@ mod tests {
             vec!["t", "--influx-org", ""],
             vec!["t", "--influx-token", " "],
             vec!["t", "--mqtt-password", "p"],
+            vec!["t", "--api-url", "mqtt://x"],
+            vec!["t", "--api-url", "localhost:8000"],
+            vec!["t", "--api-token", ""],
         ] {
             let err = T::try_parse_from(&args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

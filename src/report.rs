@@ -2,8 +2,8 @@
 //! JSON for scripts. Pure: builds strings, prints nothing.
 
 use serde::Serialize;
+use tabled::builder::Builder;
 use tabled::settings::Style;
-use tabled::{Table, Tabled};
 
 /// One check or hop: did it pass, how long it took, and why.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -49,28 +49,45 @@ impl Report {
         }
     }
 
+    /// `{"ok": bool, "checks": [...]}` (doctor).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("report serializes")
+        self.to_json_as("checks")
+    }
+
+    /// `{"ok": bool, "<list>": [...]}`: check-e2e calls its checks `hops`.
+    pub fn to_json_as(&self, list: &str) -> String {
+        let mut doc = serde_json::Map::new();
+        doc.insert("ok".into(), self.ok.into());
+        doc.insert(
+            list.into(),
+            serde_json::to_value(&self.checks).expect("checks serialize"),
+        );
+        serde_json::to_string_pretty(&doc).expect("report serializes")
     }
 
     pub fn to_table(&self) -> String {
-        #[derive(Tabled)]
-        struct Row<'a> {
-            check: &'a str,
-            status: &'static str,
-            #[tabled(rename = "latency")]
-            latency: String,
-            detail: &'a str,
+        self.to_table_as("check")
+    }
+
+    /// The table, with `item` as the title of the first column (e.g. `hop`).
+    pub fn to_table_as(&self, item: &str) -> String {
+        let mut b = Builder::default();
+        b.push_record([item, "status", "latency", "detail"]);
+        for c in &self.checks {
+            b.push_record([
+                c.name.clone(),
+                if c.ok { "PASS" } else { "FAIL" }.to_owned(),
+                c.latency_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
+                c.detail.clone(),
+            ]);
         }
-        let rows = self.checks.iter().map(|c| Row {
-            check: &c.name,
-            status: if c.ok { "PASS" } else { "FAIL" },
-            latency: c
-                .latency_ms
-                .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
-            detail: &c.detail,
-        });
-        Table::new(rows).with(Style::rounded()).to_string()
+        b.build().with(Style::rounded()).to_string()
+    }
+
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.ok)
     }
 }
 
@@ -98,5 +115,17 @@ mod tests {
         assert_eq!(j["checks"][1]["name"], "b");
         assert!(j["checks"][1]["latency_ms"].is_null());
         assert!(Report::new(vec![Check::pass("a", None, "")]).ok);
+        let j: serde_json::Value = serde_json::from_str(&r.to_json_as("hops")).unwrap();
+        assert_eq!(j["hops"][0]["latency_ms"], 1.25);
+        assert!(j.get("checks").is_none());
+        assert!(
+            r.to_table_as("hop").contains("│ hop "),
+            "{}",
+            r.to_table_as("hop")
+        );
+        assert_eq!(
+            r.failures().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
     }
 }

@@ -270,7 +270,10 @@ impl LiveState {
         })
     }
 
-    /// Every known zone with its freshness.
+    /// Every known zone with its freshness. The supervision probe
+    /// ([`crate::supervision::PROBE_SENSOR`]) is not a sensor of the zone: it counts
+    /// neither in `sensors`, `last_seen` nor `alert_level` (`/zones/{zone}/latest`
+    /// still lists it, which is how `arng check-e2e` sees it).
     pub fn zones(&self, now: DateTime<Utc>) -> Vec<ZoneSummary> {
         let now_ms = now.timestamp_millis();
         let mut names: Vec<&Zone> = self.sensors.keys().chain(self.heartbeats.keys()).collect();
@@ -282,7 +285,14 @@ impl LiveState {
                 let sensors = self.sensors.get(zone);
                 let mut last: Option<i64> = None;
                 let mut level = AlertLevel::Normal;
-                for slot in sensors.into_iter().flat_map(|m| m.values()) {
+                let real = || {
+                    sensors
+                        .into_iter()
+                        .flat_map(|m| m.iter())
+                        .filter(|(s, _)| !crate::supervision::is_probe(s.as_str()))
+                        .map(|(_, slot)| slot)
+                };
+                for slot in real() {
                     let m = slot.mqtt.as_ref().map(|m| m.timestamp_ms);
                     let i = slot.influx.map(|x| x.time_ms);
                     last = last.max(m).max(i);
@@ -295,7 +305,7 @@ impl LiveState {
                 }
                 ZoneSummary {
                     zone: zone.to_string(),
-                    sensors: sensors.map_or(0, |m| m.len()),
+                    sensors: real().count(),
                     last_seen: last.map(ts),
                     alert_level: level,
                     heartbeat: self.heartbeat(zone, now_ms),
@@ -378,5 +388,19 @@ mod tests {
             zones[0].last_seen.as_deref(),
             Some("1970-01-01T00:16:40.000Z")
         );
+        // A critical probe reading is not a sensor of the zone.
+        let mut probe = reading("nord", crate::supervision::PROBE_SENSOR, 1_000_500, 40.0);
+        probe.alert_level = AlertLevel::Critical;
+        s.on_reading(&probe, t(1_000_600));
+        let zones = s.zones(t(1_001_000));
+        assert_eq!(
+            (zones[0].sensors, zones[0].alert_level),
+            (1, AlertLevel::Normal)
+        );
+        assert_eq!(
+            zones[0].last_seen.as_deref(),
+            Some("1970-01-01T00:16:40.000Z")
+        );
+        assert_eq!(s.zone_latest(&nord, t(1_001_000)).unwrap().sensors.len(), 2);
     }
 }

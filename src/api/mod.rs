@@ -4,6 +4,8 @@
 //! - [`feed`]: what keeps it live (MQTT subscription, InfluxDB refresh).
 //! - [`queries`]: the Flux queries and their row mapping (pure).
 //! - [`routes`]: the handlers, annotated for the OpenAPI document.
+//! - [`supervise`]: the supervision indicators (`arng_indicator_*` on `/metrics`, and
+//!   the `supervision` measurement), evaluated every 10 s.
 //! - [`error`]: the JSON error body.
 //!
 //! [`router`] builds the whole application from an [`AppState`], so tests drive it
@@ -14,6 +16,7 @@ pub mod feed;
 pub mod live;
 pub mod queries;
 pub mod routes;
+pub mod supervise;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -101,6 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.influx_refresh,
         args.lookback,
     ));
+    tokio::spawn(api::supervise::run(state.clone(), api::supervise::INTERVAL));
     info!(%addr, broker = %args.mqtt.url, influx = %args.influx.url, "API on http://{addr} (docs: /docs)");
     api::serve(listener, state, super::shutdown_signal())
         .await

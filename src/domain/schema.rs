@@ -4,6 +4,9 @@
 //! |---|---|---|---|
 //! | `readings` | `zone`, `sensor` | `temp` (float, °C), `hum` (float, %), `alert_level` (int 0/1/2), `seq` (int, when sent) | reading's `timestamp` |
 //! | `heartbeats` | `zone` | `sensors` (int, 0 when not sent) | heartbeat's `timestamp` |
+//! | `broker` | (none) | one float per `$SYS` statistic (`clients_connected`, `publish_dropped`, ...) | ingest's clock, whole second |
+//! | `ingest` | `instance` | `readings`, `spool_bytes`, `received` (int); `lag_p50_s`, `lag_p99_s`, `lag_max_s` (float, when readings were written) | ingest's clock, every 10 s |
+//! | `supervision` | `indicator` | `ok` (int 0/1), one float per measure and `<measure>_limit` | serve's clock, every 10 s |
 //!
 //! Tags are the low-cardinality dimensions dashboards filter on (a few zones, tens to
 //! thousands of sensors); everything measured is a field. Because a point is identified
@@ -21,6 +24,15 @@ pub const HEARTBEATS: &str = "heartbeats";
 
 /// Measurement of messages and points that were rejected, with the reason.
 pub const DEADLETTERS: &str = "deadletters";
+
+/// Measurement of the broker's `$SYS` statistics, written by ingest (see
+/// [`crate::supervision::BROKER_STATS`]). No tag: two ingest processes reading the
+/// same broker write the same values at the same second, which overwrite each other.
+pub const BROKER: &str = "broker";
+/// Measurement of ingest's own statistics (lag percentiles, spool), every 10 s.
+pub const INGEST: &str = "ingest";
+/// Measurement of the supervision indicators, written by `arng serve` every 10 s.
+pub const SUPERVISION: &str = "supervision";
 
 /// Longest raw payload kept in a dead letter, in characters.
 pub const DEADLETTER_PAYLOAD_CHARS: usize = 4096;
@@ -51,6 +63,69 @@ pub fn heartbeat_point(h: &Heartbeat) -> Point {
                 .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
         )
         .timestamp(h.timestamp)
+}
+
+/// One `$SYS` statistic of the broker, at `time` truncated to the second so that the
+/// statistics of one `sys_interval` share a row.
+pub fn broker_point(field: &str, value: f64, time: chrono::DateTime<chrono::Utc>) -> Point {
+    let secs = time.timestamp();
+    Point::new(BROKER)
+        .float(field, value)
+        .timestamp(chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default())
+}
+
+/// Ingest's statistics over one interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct IngestStats {
+    /// Readings written to InfluxDB in the interval.
+    pub readings: u64,
+    /// Lag percentiles (reading timestamp → written), when readings were written.
+    pub lag_p50_s: Option<f64>,
+    pub lag_p99_s: Option<f64>,
+    pub lag_max_s: Option<f64>,
+    /// Bytes waiting in the disk spool.
+    pub spool_bytes: u64,
+    /// MQTT messages received since the process started.
+    pub received: u64,
+}
+
+pub fn ingest_point(instance: &str, s: &IngestStats, time: chrono::DateTime<chrono::Utc>) -> Point {
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut p = Point::new(INGEST)
+        .tag("instance", instance)
+        .int("readings", int(s.readings))
+        .int("spool_bytes", int(s.spool_bytes))
+        .int("received", int(s.received));
+    for (name, v) in [
+        ("lag_p50_s", s.lag_p50_s),
+        ("lag_p99_s", s.lag_p99_s),
+        ("lag_max_s", s.lag_max_s),
+    ] {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            p = p.float(name, v);
+        }
+    }
+    p.timestamp(time)
+}
+
+/// One indicator's evaluation: `ok`, then each measure's value (when known and
+/// finite: line protocol has no infinity) and limit.
+pub fn supervision_point(
+    indicator: &str,
+    ok: bool,
+    measures: &[(&str, Option<f64>, f64)],
+    time: chrono::DateTime<chrono::Utc>,
+) -> Point {
+    let mut p = Point::new(SUPERVISION)
+        .tag("indicator", indicator)
+        .int("ok", i64::from(ok));
+    for (name, value, limit) in measures {
+        if let Some(v) = value.filter(|v| v.is_finite()) {
+            p = p.float(*name, v);
+        }
+        p = p.float(format!("{name}_limit"), *limit);
+    }
+    p.timestamp(time)
 }
 
 /// A dead letter: what was rejected, why, and where it came from. `instance` (the
@@ -125,6 +200,38 @@ mod tests {
         assert_eq!(
             line,
             r#"deadletters,instance=arng-ingest,reason=malformed_json topic="entrepot/nord/s1/v1",payload="{\"a\":\\n1",error="bad json",size=7i 1795850102000"#
+        );
+    }
+
+    #[test]
+    fn supervision_points() {
+        let t = Utc.timestamp_millis_opt(1_795_850_102_125).unwrap();
+        assert_eq!(
+            broker_point("clients_connected", 3.0, t).to_line().unwrap(),
+            "broker clients_connected=3.0 1795850102000"
+        );
+        let s = IngestStats {
+            readings: 10,
+            lag_p50_s: Some(0.25),
+            lag_p99_s: Some(0.5),
+            lag_max_s: None,
+            spool_bytes: 0,
+            received: 42,
+        };
+        assert_eq!(
+            ingest_point("arng-ingest", &s, t).to_line().unwrap(),
+            "ingest,instance=arng-ingest readings=10i,spool_bytes=0i,received=42i,lag_p50_s=0.25,lag_p99_s=0.5 1795850102125"
+        );
+        assert_eq!(
+            supervision_point(
+                "heartbeat_freshness",
+                false,
+                &[("age", Some(f64::INFINITY), 90.0)],
+                t
+            )
+            .to_line()
+            .unwrap(),
+            "supervision,indicator=heartbeat_freshness ok=0i,age_limit=90.0 1795850102125"
         );
     }
 

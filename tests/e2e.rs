@@ -1,0 +1,510 @@
+//! Supervision against a real chain (Mosquitto, influxd, `arng ingest`, `arng serve`):
+//! `arng check-e2e` passes every hop and names the InfluxDB hop when ingest is gone,
+//! `arng latency` reports ordered percentiles from real probes, ingest stores the
+//! broker's `$SYS` statistics, `arng serve` exposes the indicators, and the Flux
+//! queries of docs/supervision.md run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::chain::{count_points, now_ms, publish_all, reading_msg, IngestProc, ServeProc};
+use common::influxd::Influxd;
+use common::mosquitto::{account, Mosquitto};
+use common::{describe, eventually, run_arng};
+use rumqttc::QoS;
+use serde_json::Value;
+
+/// The environment of a client command: operator on the broker, the test influxd,
+/// the test API.
+fn client_env(
+    broker: &Mosquitto,
+    db: &Influxd,
+    serve: Option<&ServeProc>,
+) -> Vec<(String, String)> {
+    let (user, pass) = account("operator");
+    let mut env = vec![
+        ("ARNG_MQTT_URL".to_owned(), broker.url()),
+        ("ARNG_MQTT_USERNAME".to_owned(), user),
+        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
+    ];
+    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+    if let Some(s) = serve {
+        env.push(("ARNG_API_URL".to_owned(), s.url()));
+    }
+    env
+}
+
+/// Runs `arng args` off the async runtime; (exit code, stdout, stderr, description).
+async fn arng(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env = env.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = run_arng(&a, &e);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            describe(&a, &out),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Fresh heartbeats of `zones` (as the simulator publishes them).
+async fn heartbeats(broker: &Mosquitto, zones: &[&str]) {
+    let msgs: Vec<(String, String)> = zones
+        .iter()
+        .map(|z| {
+            let h = arng::domain::Heartbeat {
+                zone: arng::domain::Zone::new(z).unwrap(),
+                timestamp: chrono::DateTime::from_timestamp_millis(now_ms()).unwrap(),
+                sensors: Some(1),
+            };
+            (format!("entrepot/heartbeat/{z}"), h.to_json())
+        })
+        .collect();
+    publish_all(broker, "simulator", &msgs, QoS::AtLeastOnce).await;
+}
+
+/// Waits until the API lists every zone of `zones`.
+async fn api_knows(serve: &ServeProc, zones: &[&str]) {
+    let url = format!("{}/zones", serve.url());
+    eventually(
+        "the API to list the zones",
+        Duration::from_secs(20),
+        || async {
+            let v: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let names: Vec<&str> = v
+                .as_array()?
+                .iter()
+                .filter_map(|z| z["zone"].as_str())
+                .collect();
+            zones.iter().all(|z| names.contains(z)).then_some(())
+        },
+    )
+    .await;
+}
+
+fn hop<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["hops"]
+        .as_array()
+        .and_then(|h| h.iter().find(|x| x["name"] == name))
+        .unwrap_or_else(|| panic!("no hop {name:?} in {report:#}"))
+}
+
+const PROBE_HOPS: [&str; 6] = [
+    "mqtt publish",
+    "influxdb",
+    "rest latest",
+    "alert mqtt",
+    "alert rest",
+    "alert cleared",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let mut ingest = IngestProc::start(&broker, &db, &[]);
+    let serve = ServeProc::start(&broker, &db, &[]);
+    heartbeats(&broker, &["nord", "sud"]).await;
+    // A real sensor next to the probe (the dashboard queries of the docs need one).
+    publish_all(
+        &broker,
+        "simulator",
+        &[reading_msg("sud", "s1", 0, now_ms(), 21.0)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    api_knows(&serve, &["nord", "sud"]).await;
+    let env = client_env(&broker, &db, Some(&serve));
+
+    let (code, stdout, _, shown) = arng(&["check-e2e", "--json", "--timeout", "20s"], &env).await;
+    assert_eq!(code, Some(0), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(report["ok"], true, "{shown}");
+    let names: Vec<&str> = report["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "api",
+            "mqtt publish",
+            "influxdb",
+            "rest latest",
+            "alert mqtt",
+            "alert rest",
+            "alert cleared",
+            "heartbeats",
+            "broker $SYS"
+        ],
+        "{shown}"
+    );
+    for h in report["hops"].as_array().unwrap() {
+        assert_eq!(h["ok"], true, "{h}{shown}");
+        assert!(
+            h["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+            "{h}{shown}"
+        );
+        assert!(!h["detail"].as_str().unwrap().is_empty(), "{h}");
+    }
+    // With no --zone, the first zone the API lists.
+    assert!(hop(&report, "api")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("probes go to zone nord"));
+    assert!(hop(&report, "heartbeats")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("sud"));
+    // The probe left nothing raised: its alert was cleared, and the zone summary
+    // ignores it.
+    let zones: Value = reqwest::get(format!("{}/zones", serve.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(zones[0]["zone"], "nord");
+    assert_eq!(zones[0]["sensors"], 0, "{zones}");
+    assert_eq!(zones[0]["alert_level"], "normal", "{zones}");
+    eventually(
+        "no active alert in ingest",
+        Duration::from_secs(5),
+        || async {
+            (ingest.metric(r#"arng_ingest_alerts_active{severity="critical"}"#) == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The indicators on GET /metrics turn green once ingest and the broker report
+    // (every 10 s) and serve evaluates them (every 10 s).
+    let metrics_url = format!("{}/metrics", serve.url());
+    let text = eventually(
+        "every indicator ok on /metrics",
+        Duration::from_secs(45),
+        || async {
+            let t = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+            ["e2e_latency", "heartbeat_freshness", "loss_backlog"]
+                .iter()
+                .all(|i| t.contains(&format!("arng_indicator_ok{{indicator=\"{i}\"}} 1")))
+                .then_some(t)
+        },
+    )
+    .await;
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let p99 = gauge("arng_indicator_e2e_latency_p99_seconds");
+    assert!(p99 > 0.0 && p99 <= 5.0, "{p99}");
+    assert_eq!(gauge("arng_indicator_e2e_latency_p99_seconds_limit"), 5.0);
+    assert!(gauge("arng_indicator_heartbeat_age_max_seconds") < 90.0);
+    assert_eq!(gauge("arng_indicator_broker_dropped_messages"), 0.0);
+    assert_eq!(gauge("arng_indicator_ingest_spool_bytes"), 0.0);
+
+    // Every Flux query of docs/supervision.md runs and finds data.
+    let docs = std::fs::read_to_string(common::repo_root().join("docs/supervision.md")).unwrap();
+    let queries: Vec<&str> = docs
+        .split("```flux\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(
+        queries.len() >= 5,
+        "flux blocks in docs/supervision.md: {}",
+        queries.len()
+    );
+    let client = arng::store::InfluxClient::new(&db.args());
+    for q in &queries {
+        let rows = eventually(
+            &format!("rows from\n{q}"),
+            Duration::from_secs(20),
+            || async {
+                let rows = client.query(q).await.unwrap_or_else(|e| panic!("{e}\n{q}"));
+                (!rows.is_empty()).then_some(rows)
+            },
+        )
+        .await;
+        assert!(!rows.is_empty());
+    }
+
+    // Ingest gone: the broker still accepts the probe, InfluxDB never gets it.
+    ingest.kill9();
+    let (code, stdout, stderr, shown) = arng(
+        &["check-e2e", "--json", "--zone", "nord", "--timeout", "4s"],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(report["ok"], false);
+    assert_eq!(hop(&report, "mqtt publish")["ok"], true, "{shown}");
+    let influx = hop(&report, "influxdb");
+    assert_eq!(influx["ok"], false, "{shown}");
+    assert!(
+        influx["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not in InfluxDB"),
+        "{shown}"
+    );
+    for name in &PROBE_HOPS[2..] {
+        let h = hop(&report, name);
+        assert_eq!(h["ok"], false, "{shown}");
+        assert!(
+            h["detail"].as_str().unwrap().starts_with("skipped"),
+            "{shown}"
+        );
+    }
+    assert_eq!(hop(&report, "heartbeats")["ok"], true, "{shown}");
+    assert_eq!(hop(&report, "broker $SYS")["ok"], true, "{shown}");
+    assert!(stderr.contains("failed: influxdb"), "{shown}");
+
+    // The table says which hop failed and why.
+    let (code, stdout, _, shown) =
+        arng(&["check-e2e", "--zone", "nord", "--timeout", "2s"], &env).await;
+    assert_eq!(code, Some(1), "{shown}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" influxdb "))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        line.contains("FAIL") && line.contains("not in InfluxDB"),
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_reports_ordered_percentiles_and_heartbeat_freshness() {
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let mut ingest = IngestProc::start(&broker, &db, &[]);
+    let serve = ServeProc::start(&broker, &db, &[]);
+    heartbeats(&broker, &["nord", "sud"]).await;
+    api_knows(&serve, &["nord", "sud"]).await;
+    let env = client_env(&broker, &db, Some(&serve));
+
+    let (code, stdout, stderr, shown) = arng(
+        &[
+            "latency",
+            "--json",
+            "--samples",
+            "5",
+            "--zone",
+            "sud",
+            "--interval",
+            "0s",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        !stderr.contains('\r'),
+        "no progress bar outside a terminal{shown}"
+    );
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(r["zone"], "sud");
+    assert_eq!(r["samples"], 5);
+    assert_eq!(r["lost"], 0);
+    let paths = [
+        "broker_ack",
+        "publish_to_influxdb",
+        "publish_to_api_mqtt",
+        "publish_to_rest",
+        "influx_age_at_api",
+    ];
+    for name in paths {
+        let p = &r["paths"][name];
+        let n = p["samples"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}{shown}"));
+        if name == "publish_to_api_mqtt" {
+            assert!((1..=5).contains(&n), "{name}: {p}");
+        } else {
+            assert_eq!(n, 5, "{name}: {p}");
+        }
+        let v: Vec<f64> = ["p50_ms", "p90_ms", "p99_ms", "max_ms"]
+            .iter()
+            .map(|k| p[k].as_f64().unwrap())
+            .collect();
+        assert!(v[0] > 0.0, "{name}: {p}");
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{name}: {p}");
+    }
+    // A point written by ingest is visible after its batch timeout (200 ms), never
+    // before the broker acknowledged it.
+    let p50 = |n: &str| r["paths"][n]["p50_ms"].as_f64().unwrap();
+    assert!(p50("publish_to_influxdb") >= p50("broker_ack"), "{r:#}");
+    assert!(
+        p50("publish_to_rest") >= p50("publish_to_influxdb") * 0.5,
+        "{r:#}"
+    );
+    for zone in ["nord", "sud"] {
+        let h = &r["heartbeats"][zone];
+        assert_eq!(h["samples"], 5, "{zone}: {r:#}");
+        assert!(h["p50_ms"].as_f64().unwrap() > 0.0, "{h}");
+        assert!(h["max_ms"].as_f64().unwrap() < 90_000.0, "{h}");
+        assert!(h["latest_ms"].as_f64().is_some(), "{h}");
+    }
+
+    // The table, for people.
+    let (code, stdout, _, shown) =
+        arng(&["latency", "--samples", "1", "--zone", "nord"], &env).await;
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        stdout.contains("publish_to_influxdb") && stdout.contains("heartbeat age"),
+        "{shown}"
+    );
+
+    // A broken chain: lost probes are counted, and the run stops after 3 in a row.
+    ingest.kill9();
+    let (code, stdout, stderr, shown) = arng(
+        &[
+            "latency",
+            "--json",
+            "--samples",
+            "10",
+            "--zone",
+            "nord",
+            "--timeout",
+            "2s",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{shown}");
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(
+        (r["samples"].as_u64(), r["lost"].as_u64()),
+        (Some(3), Some(3)),
+        "{shown}"
+    );
+    assert!(r["paths"]["publish_to_influxdb"].is_null(), "{shown}");
+    assert_eq!(r["paths"]["broker_ack"]["samples"], 3, "{shown}");
+    assert!(stderr.contains("not in InfluxDB"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_stores_the_broker_sys_statistics_every_interval() {
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let ingest = IngestProc::start(&broker, &db, &[]);
+    let client = arng::store::InfluxClient::new(&db.args());
+    let uptimes = || async {
+        client
+            .query(
+                r#"from(bucket: "entrepot") |> range(start: -1h, stop: 1h)
+                   |> filter(fn: (r) => r._measurement == "broker" and r._field == "uptime_s")"#,
+            )
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.f64("_value"))
+            .collect::<Vec<f64>>()
+    };
+    // Retained values on subscribing, then a new uptime every sys_interval (10 s).
+    let values = eventually(
+        "two broker uptime points",
+        Duration::from_secs(30),
+        || async {
+            let v = uptimes().await;
+            (v.len() >= 2).then_some(v)
+        },
+    )
+    .await;
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
+    let rows = client
+        .query(
+            r#"from(bucket: "entrepot") |> range(start: -1h, stop: 1h)
+               |> filter(fn: (r) => r._measurement == "broker") |> last()
+               |> keep(columns: ["_field", "_value"])"#,
+        )
+        .await
+        .unwrap();
+    let field = |f: &str| {
+        rows.iter()
+            .find(|r| r.str("_field") == Some(f))
+            .and_then(|r| r.f64("_value"))
+            .unwrap_or_else(|| panic!("no broker field {f}: {rows:?}"))
+    };
+    assert!(field("clients_connected") >= 1.0);
+    assert!(field("heap_current_bytes") > 0.0);
+    assert!(field("store_messages") >= 0.0);
+    assert_eq!(field("publish_dropped"), 0.0);
+    assert!(field("messages_received") >= 1.0);
+    // $SYS messages are kept or skipped, never dead letters.
+    assert_eq!(
+        ingest.metric(r#"arng_ingest_rejected_total{reason="unknown_topic"}"#),
+        0.0
+    );
+    // And ingest reports on itself every interval.
+    eventually(
+        "an ingest statistics point",
+        Duration::from_secs(20),
+        || async {
+            let rows = client
+                .query(
+                    r#"from(bucket: "entrepot") |> range(start: -1h, stop: 1h)
+                   |> filter(fn: (r) => r._measurement == "ingest" and r._field == "spool_bytes")"#,
+                )
+                .await
+                .unwrap();
+            rows.iter()
+                .any(|r| r.str("instance") == Some("arng-ingest") && r.f64("_value") == Some(0.0))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_stats_can_be_turned_off() {
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let _ingest = IngestProc::start(&broker, &db, &["--broker-stats=false"]);
+    // A reading flushed after the moment the retained $SYS values would have arrived.
+    publish_all(
+        &broker,
+        "simulator",
+        &[reading_msg("nord", "s1", 0, now_ms(), 20.0)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    eventually("the reading", Duration::from_secs(20), || async {
+        (count_points(&db, "readings", "temp", "").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count_points(&db, "broker", "uptime_s", "").await, 0);
+}
+
+#[test]
+fn bad_usage_exits_2_with_one_line() {
+    for args in [
+        &["check-e2e", "--timeout", "0s"][..],
+        &["check-e2e", "--zone", "Nord"],
+        &["check-e2e", "--api-url", "ftp://x"],
+        &["check-e2e", "--heartbeat-max-age", "soon"],
+        &["latency", "--samples", "0"],
+        &["latency", "--samples", "3", "--duration", "5s"],
+        &["latency", "--timeout", "0s"],
+        &["ingest", "--broker-stats=maybe"],
+    ] {
+        let out = run_arng(args, &[]);
+        let shown = describe(args, &out);
+        assert_eq!(out.status.code(), Some(2), "{shown}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{shown}");
+        assert!(out.stdout.is_empty(), "{shown}");
+    }
+}
