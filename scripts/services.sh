@@ -5,7 +5,8 @@
 # and manual end-to-end runs (tests start their own throwaway servers instead).
 #
 #   up      start both (idempotent: a live service is left alone), then set up
-#           InfluxDB once (org ares, bucket entrepot, token dev-token, 30 days)
+#           InfluxDB once (org ares, bucket entrepot, token dev-token, 30 days) and
+#           run scripts/influx-setup.sh (bucket entrepot_1m, downsampling task)
 #   down    stop both (SIGTERM, then wait; SIGKILL after 20 s)
 #   status  one line per service: pid, address, health; exit 1 if one is down
 #   env     print `export` lines for arng (eval "$(scripts/services.sh env)")
@@ -196,6 +197,10 @@ up_influxd() {
     waited=$((waited + 1))
   done
   setup_influxd
+  # The downsampled bucket (entrepot_1m, 2 years) and its task (docs/retention.md).
+  INFLUX_URL="$influx_url" INFLUX_ORG="$influx_org" INFLUX_TOKEN="$influx_token" \
+    bash "$root/scripts/influx-setup.sh" >/dev/null \
+    || die "scripts/influx-setup.sh failed (downsampled bucket and task)"
   if [ $started -eq 1 ]; then
     pid=$(live_pid "$influxd_pidfile" influxd) \
       || { log_tail "$influxd_log"; die "influxd is not running after start"; }
