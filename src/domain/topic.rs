@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | `entrepot/<zone>/<sensor>/v1` | sensors | no | 1 (0 allowed) |
 //! | `entrepot/heartbeat/<zone>` | sensors (one per zone) | yes | 0 |
-//! | `entrepot/alerts/<zone>` | ingest, API | no | 1 |
+//! | `entrepot/alerts/<zone>` | ingest, API, sensors (level changes) | no | 1 |
 //! | `entrepot/status/<client>` | every arng process (last will) | yes | 1 |
 //! | `entrepot/config/thresholds` | API (and ingest at first start) | yes | 1 |
 //! | `entrepot/deadletter/<reason>` | ingest | no | 1 |
