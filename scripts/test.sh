@@ -4,6 +4,7 @@
 # against real Mosquitto and InfluxDB included.
 #
 # - Mosquitto: Debian's package, installed with apt-get when missing.
+# - Chromium: Debian's package, for the headless browser test of the dashboard.
 # - InfluxDB 2.7: influxd built from its Go module by scripts/build-influxd.sh and
 #   cached in ~/.cache/arng (10-20 minutes the first time, instant afterwards).
 # Tests start their own servers on free loopback ports in temp dirs; nothing here
@@ -37,6 +38,12 @@ fi
 have_mosquitto || die "mosquitto is still missing after installing it"
 export PATH="$PATH:/usr/sbin"
 mosquitto -h 2>/dev/null | head -n 1 || true
+
+step "Provisioning Chromium (headless browser test of the dashboard)"
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
 
 step "Provisioning InfluxDB (influxd)"
 if [ -z "${ARNG_INFLUXD:-}" ]; then

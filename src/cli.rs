@@ -27,15 +27,31 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the whole chain with probe readings, hop by hop (broker, InfluxDB, REST,
+    /// alerts on MQTT and REST, heartbeats, broker $SYS): exit 0 when every hop
+    /// passes, 1 when one fails (the table says which and why).
+    #[command(name = "check-e2e")]
+    CheckE2e(cmd::check_e2e::Args),
     /// Check that the broker and InfluxDB are reachable with the configured
     /// credentials (exit 0 when every check passes, 1 otherwise).
     Doctor(cmd::doctor::Args),
     /// Run the middleware: MQTT readings → threshold rules and alerts → InfluxDB, at
     /// least once and without duplicates. Runs until SIGTERM or Ctrl-C.
     Ingest(cmd::ingest::Args),
+    /// Measure latency percentiles with probe readings: publish → InfluxDB, publish →
+    /// REST, the age of the InfluxDB point at the API, and heartbeat freshness per zone.
+    Latency(cmd::latency::Args),
+    /// Measure what MQTT QoS 0, 1 and 2 cost and guarantee on the broker: throughput,
+    /// end-to-end latency percentiles, loss, duplicates, reordering and acknowledgement
+    /// times per QoS level (exit 1 if a level cannot be measured, e.g. refused by max_qos).
+    QosBench(cmd::qos_bench::Args),
     /// Serve the REST API and the live dashboard page (GET / ; routes at /docs).
     /// Runs until SIGTERM or Ctrl-C.
     Serve(cmd::serve::Args),
+    /// Simulate a fleet of temperature/humidity sensors: readings, heartbeats, alerts
+    /// and injected faults published to the broker. With --count or --duration it
+    /// exits 0 once everything is acknowledged; otherwise it runs until SIGTERM/Ctrl-C.
+    Simulate(cmd::simulate::Args),
 }
 
 /// Starts the log subscriber: stderr, level from RUST_LOG or the -v/-q flags.

@@ -11,7 +11,12 @@
 //! - [`store`]: the InfluxDB edge (writes, Flux queries, annotated CSV, setup).
 //! - [`metrics`]: a small Prometheus registry.
 //! - [`report`]: rendering of check results as a table or JSON.
+//! - [`sim`]: the simulated sensors' signal model (climate, daily cycle, drift, noise,
+//!   faults, heatwave scenario), pure and seeded; `arng simulate` publishes it.
+//! - [`stats`]: latency percentiles, loss/duplicate/reordering accounting; pure.
 //! - [`ingest`]: the MQTT → rules → InfluxDB middleware (tasks, batching, spool).
+//! - [`supervision`]: the probe convention, broker `$SYS` statistics and the three key
+//!   indicators with their thresholds; pure.
 //! - [`api`]: the REST API and live dashboard of `arng serve` (axum).
 //! - [`cli`]: the command line; [`cmd`]: one module per subcommand.
 //!
@@ -26,4 +31,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod report;
+pub mod sim;
+pub mod stats;
 pub mod store;
+pub mod supervision;

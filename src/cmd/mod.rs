@@ -1,9 +1,13 @@
 //! One module per subcommand. Each has its `Args` (the doc comments are the help
 //! text) and an async `run` that returns the process exit code.
 
+pub mod check_e2e;
 pub mod doctor;
 pub mod ingest;
+pub mod latency;
+pub mod qos_bench;
 pub mod serve;
+pub mod simulate;
 
 use std::process::ExitCode;
 
@@ -17,9 +21,13 @@ pub struct UsageError(pub String);
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::CheckE2e(args) => check_e2e::run(args).await,
         Command::Doctor(args) => doctor::run(args).await,
         Command::Ingest(args) => ingest::run(args).await,
+        Command::Latency(args) => latency::run(args).await,
+        Command::QosBench(args) => qos_bench::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }
 
