@@ -346,12 +346,15 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     metrics.received.inc();
                     let Some(tx) = &tx else { continue };
+                    // Counted before it is sent: the writer decrements on receipt, and
+                    // must never see the count below zero.
+                    let queued = pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     // Everything goes through the writer, even messages with nothing
                     // to store, so acknowledgements leave in the order of arrival.
                     if tx.send(classify(&p)).is_err() {
+                        pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         warn!("writer stopped; message left unacknowledged");
                     }
-                    let queued = pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     if queued > high_water {
                         // Only a QoS 0 flood gets here; slow down reading the socket
                         // without ever waiting on the writer.
