@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# Usage: bench/api.sh
+#
+# Benchmark of `GET /zones/{zone}/latest` (issue 5, "Speed"): the route answered from
+# arng serve's in-memory state (the default) next to the same route answered by a
+# direct Flux query (`?source=influx`), under the same load, alternating, so that both
+# see the same machine. Target for the in-memory route: >= 10,000 requests/s with
+# p99 < 10 ms. Results go in docs/performance.md.
+#
+# What it runs, all on 127.0.0.1 ports it picks, in a temp dir, stopped by pid at exit:
+#   Mosquitto  rendered from mosquitto-conf/mosquitto.conf by scripts/broker-config.sh
+#   influxd    from scripts/build-influxd.sh (or $ARNG_INFLUXD), set up with org ares,
+#              bucket entrepot, token dev-token
+#   arng ingest, arng serve (release build), and `arng simulate`: a prefill of
+#              BENCH_PREFILL readings per sensor, then a slow background stream so the
+#              cache is being written while it is read
+#   wrk        (Debian's package, installed with apt-get when missing) with --latency
+#
+# Environment (defaults in brackets):
+#   BENCH_DURATION [10s]  length of one round     BENCH_ROUNDS [3]   rounds per route
+#   BENCH_THREADS [2]     wrk threads             BENCH_CONNECTIONS [50]
+#   BENCH_ZONE [nord]     zone queried            BENCH_ZONES [nord,sud,est]
+#   BENCH_SENSORS [4]     sensors per zone        BENCH_PREFILL [20]
+#   BENCH_WARMUP [10s]    unmeasured load on each route before the rounds
+#   BENCH_PAUSE [2]       seconds of rest before each round, after which it also waits
+#                         until influxd and serve are idle (the previous round's
+#                         queries are finished)
+#   ARNG_INFLUXD          influxd binary to use instead of scripts/build-influxd.sh's
+#   BENCH_KEEP=1          keep the temp dir (logs, raw wrk output) after the run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${BENCH_DURATION:-10s}
+rounds=${BENCH_ROUNDS:-3}
+threads=${BENCH_THREADS:-2}
+connections=${BENCH_CONNECTIONS:-50}
+zone=${BENCH_ZONE:-nord}
+zones=${BENCH_ZONES:-nord,sud,est}
+sensors=${BENCH_SENSORS:-4}
+prefill=${BENCH_PREFILL:-20}
+pause=${BENCH_PAUSE:-2}
+warmup=${BENCH_WARMUP:-10s}
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# ----- tools ------------------------------------------------------------------------
+export PATH="$PATH:/usr/sbin"
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "cannot install $* (no apt-get): install it by hand"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing $*"
+  timeout 600 $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive timeout 600 $sudo apt-get install -y -qq "$@" >/dev/null \
+    || die "apt-get install $* failed"
+}
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+command -v mosquitto >/dev/null 2>&1 && command -v mosquitto_passwd >/dev/null 2>&1 \
+  || apt_install mosquitto mosquitto-clients
+command -v curl >/dev/null 2>&1 || apt_install curl
+if [ -z "${ARNG_INFLUXD:-}" ]; then
+  ARNG_INFLUXD=$(scripts/build-influxd.sh) || die "could not build influxd (see above)"
+fi
+[ -x "$ARNG_INFLUXD" ] || die "influxd binary $ARNG_INFLUXD is not executable"
+
+log "building arng (release)"
+timeout 1800 cargo build --release --quiet || die "cargo build --release failed"
+arng=$PWD/target/release/arng
+
+# ----- processes, cleanup -------------------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/arng-bench.XXXXXX")
+pids=()
+wrk_pid=
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  [ -z "$wrk_pid" ] || kill "$wrk_pid" 2>/dev/null || true
+  # Newest first: serve and ingest before the servers they use.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$status" -ne 0 ]; then
+    for f in "$work"/*.log; do
+      [ -f "$f" ] && { log "--- tail of $f"; tail -n 20 "$f" >&2; }
+    done
+  fi
+  if [ -n "${BENCH_KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A loopback port nothing listens on right now.
+free_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  die "no free port found"
+}
+
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s.
+wait_until() {
+  local secs=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what"
+    sleep 0.2
+  done
+}
+
+account() { grep "^$1:" mosquitto-conf/dev-accounts | head -n1 | cut -d: -f2-; }
+
+# ----- servers ----------------------------------------------------------------------------
+mqtt_port=$(free_port)
+scripts/broker-config.sh render mosquitto-conf/mosquitto.conf "$work/mqtt" "$mqtt_port"
+mosquitto -c "$work/mqtt/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+pids+=($!)
+wait_until 10 "mosquitto on $mqtt_port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$mqtt_port"
+
+influx_port=$(free_port)
+mkdir -p "$work/influxd"
+(
+  cd "$work/influxd"
+  INFLUXD_CONFIG_PATH="$work/influxd/no-config" exec "$ARNG_INFLUXD" \
+    --bolt-path "$work/influxd/influxd.bolt" --engine-path "$work/influxd/engine" \
+    --sqlite-path "$work/influxd/influxd.sqlite" \
+    --http-bind-address "127.0.0.1:$influx_port" --reporting-disabled --log-level warn
+) >"$work/influxd.log" 2>&1 &
+pids+=($!)
+influxd_pid=$!
+influx=http://127.0.0.1:$influx_port
+wait_until 60 "influxd on $influx_port" bash -c "curl -sf -m 2 $influx/health | grep -q '\"pass\"'"
+curl -sf -m 10 -X POST "$influx/api/v2/setup" -H 'Content-Type: application/json' \
+  -d '{"username":"admin","password":"admin-dev-password","org":"ares","bucket":"entrepot","token":"dev-token","retentionPeriodSeconds":0}' \
+  >/dev/null || die "influxd setup failed"
+
+export ARNG_MQTT_URL=mqtt://127.0.0.1:$mqtt_port
+export INFLUX_URL=$influx INFLUX_ORG=ares INFLUX_BUCKET=entrepot INFLUX_TOKEN=dev-token
+export RUST_LOG=${RUST_LOG:-warn}
+unset ARNG_API_TOKEN
+
+metrics_port=$(free_port)
+ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$(account ingest) \
+  "$arng" ingest --metrics-port "$metrics_port" --spool-dir "$work/spool" >"$work/ingest.log" 2>&1 &
+pids+=($!)
+wait_until 20 "arng ingest" curl -sf -m 2 "http://127.0.0.1:$metrics_port/metrics"
+
+api_port=$(free_port)
+api=http://127.0.0.1:$api_port
+ARNG_MQTT_USERNAME=api ARNG_MQTT_PASSWORD=$(account api) \
+  "$arng" serve --port "$api_port" >"$work/serve.log" 2>&1 &
+pids+=($!)
+serve_pid=$!
+wait_until 30 "arng serve /ready" bash -c "curl -sf -m 3 $api/ready | grep -q '\"ready\":true'"
+
+# ----- data -----------------------------------------------------------------------------------
+export ARNG_MQTT_USERNAME=simulator ARNG_MQTT_PASSWORD
+ARNG_MQTT_PASSWORD=$(account simulator)
+log "publishing $prefill readings per sensor ($zones x $sensors sensors)"
+timeout 120 "$arng" simulate --zones "$zones" --sensors-per-zone "$sensors" --count "$prefill" \
+  --interval 50ms --seed 1 --quiet >"$work/prefill.log" 2>&1 || die "arng simulate (prefill) failed"
+"$arng" simulate --zones "$zones" --sensors-per-zone "$sensors" --interval 5s --seed 2 \
+  --client-id bench-background --quiet >"$work/simulate.log" 2>&1 &
+pids+=($!)
+in_sync() {
+  [ "$(curl -sf -m 3 "$api/zones/$zone/latest" | grep -o '"in_sync":true' | wc -l)" -ge "$sensors" ]
+}
+wait_until 60 "$zone's $sensors sensors in sync between MQTT and InfluxDB" in_sync
+
+cache_url="$api/zones/$zone/latest"
+influx_url="$api/zones/$zone/latest?source=influx"
+for u in "$cache_url" "$influx_url"; do
+  size=$(curl -sf -m 10 -o /dev/null -w '%{size_download}' "$u") || die "GET $u failed"
+  log "GET $u: 200, $size bytes"
+done
+
+# ----- load ---------------------------------------------------------------------------------------
+# wrk's units to milliseconds (us, ms, s).
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+    else { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+  }'
+}
+
+# CPU time a process has used, in clock ticks (user + system).
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# Waits (at most 30 s) until influxd and serve use less than 5 % of a core: the
+# previous round's queries are done and do not weigh on the next round.
+wait_idle() {
+  local before after
+  for _ in $(seq 30); do
+    before=$(($(cpu_ticks "$influxd_pid") + $(cpu_ticks "$serve_pid")))
+    sleep 1
+    after=$(($(cpu_ticks "$influxd_pid") + $(cpu_ticks "$serve_pid")))
+    [ $((after - before)) -gt $((clk_tck / 20)) ] || return 0
+  done
+  log "influxd/serve still busy after 30 s; going on"
+}
+
+# run_wrk URL OUT: one round, in this shell (so that an interrupted run stops wrk too);
+# sets rps, p99 (ms), errors and cpu_us (serve CPU per request, microseconds).
+run_wrk() {
+  local out=$2 secs
+  secs=$(awk -v d="$duration" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print int(n) + 30 }')
+  local cpu_before cpu_after
+  cpu_before=$(cpu_ticks "$serve_pid")
+  # In the background and waited for: a signal then interrupts the wait at once, and
+  # cleanup stops wrk by its pid.
+  timeout "$secs" wrk -t "$threads" -c "$connections" -d "$duration" --timeout 5s --latency "$1" \
+    >"$out" 2>&1 &
+  wrk_pid=$!
+  wait "$wrk_pid" || die "wrk failed on $1: $(cat "$out")"
+  wrk_pid=
+  cpu_after=$(cpu_ticks "$serve_pid")
+  local requests
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  requests=$(awk '/ requests in / { print $1 }' "$out")
+  cpu_us=$(awk -v t=$((cpu_after - cpu_before)) -v hz="$clk_tck" -v n="${requests:-0}" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "nan" }')
+  p99=$(awk '$1 == "99%" { print $2 }' "$out")
+  errors=$(awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ {
+      for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) { v = $i; sub(",", "", v); n += v } }
+      END { print n + 0 }' "$out")
+  [ -n "$rps" ] && [ -n "$p99" ] || die "cannot read wrk's output: $(cat "$out")"
+  p99=$(to_ms "$p99")
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+log "warm-up ($warmup per route)"
+duration_saved=$duration
+duration=$warmup
+run_wrk "$cache_url" "$work/warmup-cache.txt"
+run_wrk "$influx_url" "$work/warmup-influx.txt"
+duration=$duration_saved
+
+echo
+echo "GET /zones/$zone/latest on $(nproc) cores: wrk -t$threads -c$connections -d$duration --latency, $rounds rounds, alternating"
+echo "load average before the rounds: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share these cores)"
+printf '%-6s %-7s %14s %12s %8s %18s\n' round source 'requests/s' 'p99 (ms)' errors 'serve CPU/request'
+: >"$work/cache.dat"
+: >"$work/influx.dat"
+for r in $(seq "$rounds"); do
+  for source in cache influx; do
+    if [ "$source" = cache ]; then url=$cache_url; else url=$influx_url; fi
+    sleep "$pause"
+    wait_idle
+    run_wrk "$url" "$work/wrk-$source-$r.txt"
+    printf '%-6s %-7s %14.0f %12.2f %8s %15s us\n' "$r" "$source" "$rps" "$p99" "$errors" "$cpu_us"
+    echo "$rps $p99 $errors $cpu_us" >>"$work/$source.dat"
+  done
+done
+
+cache_rps=$(awk '{ print $1 }' "$work/cache.dat" | median)
+cache_p99=$(awk '{ print $2 }' "$work/cache.dat" | median)
+influx_rps=$(awk '{ print $1 }' "$work/influx.dat" | median)
+influx_p99=$(awk '{ print $2 }' "$work/influx.dat" | median)
+cache_cpu=$(awk '{ print $4 }' "$work/cache.dat" | median)
+influx_cpu=$(awk '{ print $4 }' "$work/influx.dat" | median)
+errors=$(awk '{ n += $3 } END { print n + 0 }' "$work/cache.dat" "$work/influx.dat")
+ratio=$(awk -v a="$cache_rps" -v b="$influx_rps" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "inf" }')
+
+echo
+echo "medians over $rounds rounds:"
+printf '  cache  (in-memory)   %10.0f requests/s   p99 %7.2f ms   serve CPU %7.1f us/request\n' \
+  "$cache_rps" "$cache_p99" "$cache_cpu"
+printf '  influx (Flux query)  %10.0f requests/s   p99 %7.2f ms   serve CPU %7.1f us/request\n' \
+  "$influx_rps" "$influx_p99" "$influx_cpu"
+echo "  ratio cache/influx: ${ratio}x (requests/s); non-2xx or socket errors: $errors"
+if awk -v r="$cache_rps" -v p="$cache_p99" 'BEGIN { exit !(r >= 10000 && p < 10) }'; then
+  echo "  target (>= 10,000 requests/s, p99 < 10 ms, in-memory): met"
+else
+  echo "  target (>= 10,000 requests/s, p99 < 10 ms, in-memory): NOT met"
+fi
+[ "$errors" -eq 0 ] || die "$errors requests failed: see the raw wrk output (BENCH_KEEP=1)"
