@@ -66,6 +66,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=65_535), value_name = "MESSAGES")]
     pub ack_window: u32,
 
+    /// Batches being written to InfluxDB at once while it is healthy. Acknowledgements
+    /// still leave in arrival order; during an outage writes go one at a time.
+    #[arg(long, env = "ARNG_WRITES_IN_FLIGHT", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
+    pub writes_in_flight: u32,
+
     /// Longest time a reading waits in a partly filled batch.
     #[arg(long, env = "ARNG_BATCH_TIMEOUT", default_value = "200ms", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub batch_timeout: Duration,
@@ -189,6 +195,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size as usize,
         batch_timeout: args.batch_timeout,
         ack_window: args.ack_window as usize,
+        writes_in_flight: args.writes_in_flight as usize,
         spool_dir,
         spool_max_bytes: args.spool_max,
         thresholds_file: args.thresholds,

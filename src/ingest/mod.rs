@@ -14,6 +14,7 @@
 //! A redelivered message produces the same point (same measurement, tags and
 //! timestamp), which overwrites the first: at-least-once delivery without duplicates.
 
+pub mod pipeline;
 pub mod spool;
 pub mod writer;
 
@@ -46,6 +47,8 @@ pub struct IngestConfig {
     /// client at most `max_inflight_messages` unacknowledged messages; a batch waiting
     /// for more than that would wait for its timeout every time.
     pub ack_window: usize,
+    /// Batches written to InfluxDB at once (pipelining) while it is healthy.
+    pub writes_in_flight: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     /// Thresholds from a file: published (retained) at start, then followed like any

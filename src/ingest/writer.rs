@@ -2,7 +2,14 @@
 //!
 //! Invariant: an MQTT message is acknowledged only after every point it produced is
 //! in InfluxDB or in the disk spool. Acknowledgements leave in arrival order (MQTT
-//! 3.1.1 §4.6), because batches are flushed one at a time, in order.
+//! 3.1.1 §4.6): batches are settled strictly in the order they were closed.
+//!
+//! Pipelining: while InfluxDB is healthy, up to `--writes-in-flight` batches are being
+//! written at once (a write takes 10-60 ms, during which the next batch fills and is
+//! encoded). Each write runs in its own task and reports back; a batch is settled
+//! (its messages acknowledged) only when it and every batch before it are. A batch
+//! whose first attempt failed is settled through the slow path below, in order; the
+//! batches behind it wait, written or not, and are acknowledged after it.
 //!
 //! Write policy, per batch:
 //! - success: acknowledge;
@@ -24,6 +31,7 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::pipeline::Pipeline;
 use super::spool::{Spool, SpoolError};
 use super::{Inbound, IngestConfig, IngestError, IngestMetrics};
 use crate::domain::line_protocol::Point;
@@ -85,6 +93,12 @@ pub struct Writer {
     engine: RuleEngine,
     thresholds: Thresholds,
     batch: Batch,
+    /// Closed batches, oldest first, not yet acknowledged, with the outcome of
+    /// their first write: when it ended (ms since the epoch) or why it failed.
+    in_flight: Pipeline<Batch, Result<i64, StoreError>>,
+    max_writes: usize,
+    done_tx: mpsc::UnboundedSender<(u64, Result<i64, StoreError>)>,
+    done_rx: mpsc::UnboundedReceiver<(u64, Result<i64, StoreError>)>,
     batch_size: usize,
     ack_window: usize,
     batch_timeout: Duration,
@@ -111,6 +125,7 @@ impl Writer {
         metrics: IngestMetrics,
     ) -> Writer {
         metrics.spool_bytes.set(spool.used_bytes() as f64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Writer {
             influx,
             client,
@@ -119,6 +134,10 @@ impl Writer {
             engine: RuleEngine::new(),
             thresholds: cfg.thresholds_file.clone().unwrap_or_default(),
             batch: Batch::default(),
+            in_flight: Pipeline::default(),
+            max_writes: cfg.writes_in_flight.max(1),
+            done_tx,
+            done_rx,
             batch_size: cfg.batch_size.max(1),
             ack_window: cfg.ack_window.max(1),
             batch_timeout: cfg.batch_timeout,
@@ -163,6 +182,10 @@ impl Writer {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
                     self.flush().await;
                 }
+                // A pipelined write ended: settle what can be, in order.
+                Some((seq, outcome)) = self.done_rx.recv(), if self.in_flight.running() > 0 => {
+                    self.on_write_done(seq, outcome).await;
+                }
                 _ = tick.tick() => self.on_tick().await,
                 _ = tokio::time::sleep_until(self.next_drain), if !self.spool.is_empty() => {
                     self.drain_one().await;
@@ -171,6 +194,7 @@ impl Writer {
         }
         self.shutting_down = true;
         self.flush().await;
+        self.settle_all().await;
         Ok(())
     }
 
@@ -354,31 +378,115 @@ impl Writer {
         }
     }
 
-    /// Writes (or spools) the current batch, then acknowledges its messages.
+    /// Closes the current batch: starts its write (pipelined while InfluxDB is
+    /// healthy) or settles it at once through the slow path.
     async fn flush(&mut self) {
         let batch = std::mem::take(&mut self.batch);
         self.metrics.buffered_points.set(0.0);
         if batch.points == 0 {
-            self.ack_all(batch.acks).await;
+            // Nothing to write, but its acknowledgements still wait for the batches
+            // before it.
+            let now = Utc::now().timestamp_millis();
+            self.in_flight.push_done(batch, Ok(now));
+            self.settle_ready().await;
             return;
         }
         self.metrics.batch_points.observe(batch.points as f64);
+        if !self.healthy || self.shutting_down {
+            // Outage or shutdown: one write at a time, with retries and the spool.
+            self.settle_all().await;
+            self.settle_slow(batch).await;
+            return;
+        }
+        while self.in_flight.running() >= self.max_writes {
+            self.wait_one_write().await;
+        }
+        let body = batch.body.clone();
+        let points = batch.points as u64;
+        let seq = self.in_flight.push_running(batch);
+        let influx = self.influx.clone();
+        let metrics = self.metrics.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let begun = Instant::now();
+            let res = influx.write_lines(&body).await;
+            let res = match res {
+                Ok(()) => {
+                    metrics.write_seconds.observe(begun.elapsed().as_secs_f64());
+                    metrics.points_written.add(points);
+                    Ok(Utc::now().timestamp_millis())
+                }
+                Err(e) => {
+                    metrics.write_error(e.kind()).inc();
+                    Err(e)
+                }
+            };
+            // The writer outlives its write tasks; if it is gone, nothing to report.
+            let _ = done.send((seq, res));
+        });
+    }
+
+    /// Waits for one running write to end and settles what can be.
+    async fn wait_one_write(&mut self) {
+        match self.done_rx.recv().await {
+            Some((seq, outcome)) => self.on_write_done(seq, outcome).await,
+            // Unreachable: the writer holds a sender itself.
+            None => error!("write tasks cannot report back; their batches stay unacknowledged"),
+        }
+    }
+
+    async fn on_write_done(&mut self, seq: u64, outcome: Result<i64, StoreError>) {
+        self.in_flight.complete(seq, outcome);
+        self.settle_ready().await;
+    }
+
+    /// Settles closed batches from the oldest while their write has ended.
+    async fn settle_ready(&mut self) {
+        while let Some((batch, outcome)) = self.in_flight.pop_ready() {
+            match outcome {
+                Ok(written_ms) => self.written(batch, written_ms).await,
+                Err(e) => {
+                    // The first attempt failed: retries, splitting, the spool.
+                    self.metrics.write_retries.inc();
+                    warn!(error = %e, "InfluxDB write failed; retrying");
+                    self.settle_slow(batch).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for every running write and settles every closed batch.
+    async fn settle_all(&mut self) {
+        while self.in_flight.running() > 0 {
+            self.wait_one_write().await;
+        }
+        self.settle_ready().await;
+    }
+
+    /// Accounts for a written batch and acknowledges its messages.
+    async fn written(&mut self, batch: Batch, written_ms: i64) {
+        for ms in &batch.reading_ms {
+            let lag = (written_ms - ms).max(0) as f64 / 1000.0;
+            self.metrics.lag_seconds.observe(lag);
+            self.lag_window.push(lag);
+        }
+        self.readings_in_window += batch.reading_ms.len() as u64;
+        self.metrics
+            .readings_written
+            .add(batch.reading_ms.len() as u64);
+        self.set_healthy(true);
+        self.ack_all(batch.acks).await;
+    }
+
+    /// Writes (or spools) a batch with retries, then acknowledges its messages.
+    async fn settle_slow(&mut self, batch: Batch) {
         let started = Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
             match self.store(&batch.body).await {
                 Stored::Written => {
                     let now_ms = Utc::now().timestamp_millis();
-                    for ms in &batch.reading_ms {
-                        let lag = (now_ms - ms).max(0) as f64 / 1000.0;
-                        self.metrics.lag_seconds.observe(lag);
-                        self.lag_window.push(lag);
-                    }
-                    self.readings_in_window += batch.reading_ms.len() as u64;
-                    self.metrics
-                        .readings_written
-                        .add(batch.reading_ms.len() as u64);
-                    self.ack_all(batch.acks).await;
+                    self.written(batch, now_ms).await;
                     return;
                 }
                 Stored::Spooled => {
@@ -399,11 +507,8 @@ impl Writer {
                     delay = (delay * 2).min(MAX_DRAIN_DELAY);
                     // Try the database directly; the spool may also have drained.
                     if self.write_split(&batch.body).await.is_ok() {
-                        self.set_healthy(true);
-                        self.metrics
-                            .readings_written
-                            .add(batch.reading_ms.len() as u64);
-                        self.ack_all(batch.acks).await;
+                        let now_ms = Utc::now().timestamp_millis();
+                        self.written(batch, now_ms).await;
                         return;
                     }
                 }
