@@ -186,6 +186,53 @@ async fn broker_restart_then_ingest_reconnects_and_resumes() {
     assert_eq!(ingest.terminate(), Some(0), "{}", ingest.log());
 }
 
+/// SIGTERM while the broker is gone: ingest writes what it holds, cannot acknowledge
+/// it, and still exits promptly (an earlier version waited forever for room to queue
+/// acknowledgements). The broker then redelivers those messages to the next run,
+/// which overwrites the points instead of duplicating them.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_the_broker_gone_writes_what_it_holds_and_exits() {
+    let mut broker = Mosquitto::start();
+    let db = Influxd::start();
+    // The batch never fills on its own: it is written only by the shutdown flush.
+    let mut ingest = IngestProc::start(
+        &broker,
+        &db,
+        &[
+            "--batch-timeout",
+            "10m",
+            "--ack-window",
+            "10000",
+            "--batch-size",
+            "100000",
+        ],
+    );
+    publish_all(&broker, "simulator", &stream(2, 0, 50), QoS::AtLeastOnce).await;
+    eventually(
+        "ingest holds the 300 readings",
+        Duration::from_secs(20),
+        || async { (ingest.metric("arng_ingest_messages_received_total") >= 300.0).then_some(()) },
+    )
+    .await;
+    assert_eq!(count_points(&db, "readings", "temp", "").await, 0);
+
+    broker.stop();
+    assert_eq!(ingest.terminate(), Some(0), "{}", ingest.log());
+    assert_eq!(count_points(&db, "readings", "temp", "").await, 300);
+
+    // Unacknowledged, so redelivered to the next run: still 300 points, complete.
+    broker.restart();
+    let mut again = IngestProc::start(&broker, &db, &[]);
+    eventually(
+        "the redelivered readings are received",
+        Duration::from_secs(30),
+        || async { (again.metric("arng_ingest_readings_written_total") >= 300.0).then_some(()) },
+    )
+    .await;
+    assert_complete(&db, 2, 50).await;
+    assert_eq!(again.terminate(), Some(0), "{}", again.log());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_threshold_scenario_raises_and_clears_each_alert_once() {
     let broker = Mosquitto::start();

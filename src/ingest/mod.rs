@@ -284,7 +284,10 @@ pub async fn run(
 
     let influx = InfluxClient::with_timeout(&cfg.influx, cfg.write_timeout);
     let writer = writer::Writer::new(&cfg, influx, client.clone(), spool, metrics.clone());
-    let mut writer_task = tokio::spawn(writer.run(rx, pending.clone()));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks_unsent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writer_task =
+        tokio::spawn(writer.run(rx, pending.clone(), stopping.clone(), acks_unsent.clone()));
 
     let filters = filters(cfg.share_group.as_deref());
     let mut tx = Some(tx);
@@ -299,6 +302,7 @@ pub async fn run(
             _ = &mut shutdown, if !shutting_down => {
                 info!("shutting down: flushing and acknowledging what was received");
                 shutting_down = true;
+                stopping.store(true, std::sync::atomic::Ordering::Relaxed);
                 tx = None;
             }
             // The writer is done (flushed): acknowledgements are queued on the client.
@@ -358,9 +362,11 @@ pub async fn run(
                         pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         warn!("writer stopped; message left unacknowledged");
                     }
-                    if queued > high_water {
-                        // Only a QoS 0 flood gets here; slow down reading the socket
-                        // without ever waiting on the writer.
+                    // Over the high-water mark, slow down reading the socket (never
+                    // waiting on the writer) -- but only while no acknowledgement
+                    // waits to be sent: a pause stops the event loop, acks included,
+                    // and the writer's progress is what lowers the mark.
+                    if queued > high_water && acks_unsent.load(std::sync::atomic::Ordering::Relaxed) == 0 {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
@@ -368,6 +374,14 @@ pub async fn run(
                     if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
                         error!(?s, "the broker refused a subscription (check the account's ACL)");
                     }
+                }
+                Ok(Event::Outgoing(Outgoing::PubAck(_))) => {
+                    // Saturating: acks queued before a reconnect may never be sent.
+                    let _ = acks_unsent.fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |n| Some(n.saturating_sub(1)),
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {

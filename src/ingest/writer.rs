@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::{AsyncClient, ClientError, Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -52,6 +52,11 @@ const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// On shutdown with a full spool, how long to keep trying before leaving the batch
 /// unacknowledged for the broker to redeliver.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// On shutdown, how long to wait for room in the MQTT client's request queue before
+/// leaving the remaining acknowledgements to redelivery.
+const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(2);
+/// How soon acknowledgements that found the client's queue full are retried.
+const ACK_RETRY: Duration = Duration::from_millis(2);
 
 /// `d` scaled by a random factor in [0.5, 1.5), so that many clients retrying after
 /// the same outage do not all come back at the same instant.
@@ -110,6 +115,17 @@ pub struct Writer {
     next_drain: tokio::time::Instant,
     rejection_logs: HashMap<&'static str, (Instant, u64)>,
     shutting_down: bool,
+    /// Set by the MQTT task as soon as shutdown begins, while the writer still
+    /// works through what it was handed.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Acknowledgements not yet handed to the MQTT client, oldest first.
+    ack_backlog: std::collections::VecDeque<Publish>,
+    /// Acknowledgements decided but not yet sent on the wire (the MQTT task counts
+    /// them down as the event loop sends them): while there are any, the MQTT task
+    /// must keep polling, never pause.
+    acks_unsent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Shutting down with no room for acknowledgements: the rest are dropped.
+    acks_abandoned: bool,
     /// Lags of the readings written since the last `ingest` statistics point.
     lag_window: LagWindow,
     readings_in_window: u64,
@@ -149,6 +165,10 @@ impl Writer {
             next_drain: tokio::time::Instant::now(),
             rejection_logs: HashMap::new(),
             shutting_down: false,
+            stopping: Default::default(),
+            ack_backlog: Default::default(),
+            acks_unsent: Default::default(),
+            acks_abandoned: false,
             lag_window: LagWindow::default(),
             readings_in_window: 0,
             next_stats: tokio::time::Instant::now() + SUPERVISION_INTERVAL,
@@ -160,7 +180,11 @@ impl Writer {
         mut self,
         mut rx: mpsc::UnboundedReceiver<Inbound>,
         pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        acks_unsent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ) -> Result<(), IngestError> {
+        self.stopping = stopping;
+        self.acks_unsent = acks_unsent;
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -186,6 +210,10 @@ impl Writer {
                 Some((seq, outcome)) = self.done_rx.recv(), if self.in_flight.running() > 0 => {
                     self.on_write_done(seq, outcome).await;
                 }
+                // Acknowledgements that found no room in the client's queue.
+                _ = tokio::time::sleep(ACK_RETRY), if !self.ack_backlog.is_empty() => {
+                    self.pump_acks().await;
+                }
                 _ = tick.tick() => self.on_tick().await,
                 _ = tokio::time::sleep_until(self.next_drain), if !self.spool.is_empty() => {
                     self.drain_one().await;
@@ -195,6 +223,12 @@ impl Writer {
         self.shutting_down = true;
         self.flush().await;
         self.settle_all().await;
+        while !self.ack_backlog.is_empty() {
+            self.pump_acks().await;
+            if !self.ack_backlog.is_empty() {
+                tokio::time::sleep(ACK_RETRY).await;
+            }
+        }
         Ok(())
     }
 
@@ -370,11 +404,55 @@ impl Writer {
         self.add_point(&point);
     }
 
-    async fn ack_all(&self, acks: Vec<Publish>) {
-        for a in acks {
-            if let Err(e) = self.client.ack(&a).await {
-                warn!(error = %e, "cannot queue an acknowledgement; the broker will redeliver");
+    /// Hands acknowledgements to the MQTT client, in order, without ever blocking
+    /// the writer: those the client's request queue has no room for wait in
+    /// `ack_backlog` and are retried every few milliseconds. Under a flood the event
+    /// loop serves its requests far less often than it reads (rumqttc reads up to 10
+    /// packets per turn and sends one request), so a writer that waited for room here
+    /// stopped writing until the flood ended: throughput collapsed to a few hundred
+    /// readings/s (found by `bench/ingest.sh` at 40,000/s offered).
+    async fn ack_all(&mut self, acks: Vec<Publish>) {
+        self.acks_unsent
+            .fetch_add(acks.len(), std::sync::atomic::Ordering::Relaxed);
+        self.ack_backlog.extend(acks);
+        self.pump_acks().await;
+    }
+
+    /// Moves acknowledgements from the backlog to the MQTT client while it has room.
+    /// While shutting down, waits a little for room (the event loop is still being
+    /// driven); if none comes (broker gone), drops the rest: their points are stored,
+    /// so the broker redelivers them later and they are overwritten, not duplicated.
+    async fn pump_acks(&mut self) {
+        while let Some(a) = self.ack_backlog.front() {
+            match self.client.try_ack(a) {
+                Ok(()) => {}
+                Err(ClientError::TryRequest(_)) if self.stopping() => {
+                    // Waited once in vain: the broker is gone, do not wait per batch.
+                    let waited = if self.acks_abandoned {
+                        false
+                    } else {
+                        let w = tokio::time::timeout(SHUTDOWN_ACK_WAIT, self.client.ack(a)).await;
+                        matches!(w, Ok(Ok(())))
+                    };
+                    if !waited {
+                        self.acks_abandoned = true;
+                        let dropped = self.ack_backlog.len();
+                        self.ack_backlog.clear();
+                        warn!(
+                            dropped,
+                            "shutting down with the broker unreachable: acknowledgements dropped; \
+                             the broker will redeliver those messages (already stored, so overwritten)"
+                        );
+                        return;
+                    }
+                }
+                // No room: the event loop is behind; try again shortly.
+                Err(ClientError::TryRequest(_)) => return,
+                Err(e) => {
+                    warn!(error = %e, "cannot queue an acknowledgement; the broker will redeliver");
+                }
             }
+            self.ack_backlog.pop_front();
         }
     }
 
@@ -476,6 +554,10 @@ impl Writer {
             .add(batch.reading_ms.len() as u64);
         self.set_healthy(true);
         self.ack_all(batch.acks).await;
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutting_down || self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes (or spools) a batch with retries, then acknowledges its messages.
