@@ -4,6 +4,7 @@
 # against real Mosquitto and InfluxDB included.
 #
 # - Mosquitto: Debian's package, installed with apt-get when missing.
+# - openssl: Debian's package, for the TLS tests' certificates (scripts/gen-certs.sh).
 # - Chromium: Debian's package, for the headless browser test of the dashboard.
 # - InfluxDB 2.7: influxd built from its Go module by scripts/build-influxd.sh and
 #   cached in ~/.cache/arng (10-20 minutes the first time, instant afterwards).
@@ -38,6 +39,10 @@ fi
 have_mosquitto || die "mosquitto is still missing after installing it"
 export PATH="$PATH:/usr/sbin"
 mosquitto -h 2>/dev/null | head -n 1 || true
+
+step "Provisioning openssl (certificates of the TLS tests)"
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+openssl version || die "openssl is still missing after installing it"
 
 step "Provisioning Chromium (headless browser test of the dashboard)"
 if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then

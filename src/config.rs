@@ -7,11 +7,23 @@
 //! line is parsed, so a bad value stops the program with exit code 2 and a one-line
 //! reason before anything connects. Secrets are wrapped in [`Secret`], whose `Debug`
 //! and `Display` print `***`, and are never shown in `--help`.
+//!
+//! TLS files (`--mqtt-ca`, `--mqtt-cert`, `--mqtt-key`) are read and checked while
+//! parsing too: each must be readable PEM of the right kind, the certificate and key
+//! come together and must match, and they need an `mqtts://` URL (given with
+//! `mqtt://` they are refused rather than ignored, so nobody believes a cleartext
+//! connection is protected).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Args, FromArgMatches};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use url::Url;
+
+use crate::mqtt::MqttTls;
 
 /// A password or token. Printing it (`{}` or `{:?}`) shows `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -122,25 +134,193 @@ fn parse_secret(s: &str) -> Result<Secret, String> {
     parse_non_empty(s).map(Secret)
 }
 
+/// A PEM file named on the command line, read while parsing (so a missing or
+/// unreadable file is a usage error, not a connection failure later). `Debug` shows
+/// the path only: the file may hold a private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    path: PathBuf,
+    pem: Vec<u8>,
+}
+
+impl PemFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's contents (PEM text).
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+}
+
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PemFile").field(&self.path).finish()
+    }
+}
+
+fn read_pem_file(s: &str) -> Result<PemFile, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let pem = std::fs::read(s).map_err(|e| format!("cannot read the file: {e}"))?;
+    Ok(PemFile {
+        path: PathBuf::from(s),
+        pem,
+    })
+}
+
+/// One or more PEM certificates (`-----BEGIN CERTIFICATE-----`), all well-formed.
+fn parse_certificate_file(s: &str) -> Result<PemFile, String> {
+    let file = read_pem_file(s)?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&file.pem) {
+        cert.map_err(|e| format!("not a valid PEM certificate file ({e})"))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err("no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(file)
+}
+
+/// A PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+fn parse_key_file(s: &str) -> Result<PemFile, String> {
+    let file = read_pem_file(s)?;
+    PrivateKeyDer::from_pem_slice(&file.pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "no PEM private key in the file (expected -----BEGIN PRIVATE KEY-----)".into()
+        }
+        other => format!("not a valid PEM private key ({other})"),
+    })?;
+    Ok(file)
+}
+
 /// MQTT connection options, shared by every subcommand that talks to the broker.
+///
+/// On the command line this is [`MqttFlags`], checked as a whole (TLS files against
+/// the URL scheme, certificate against key) when clap builds it.
+#[derive(Debug, Clone)]
+pub struct MqttArgs {
+    /// Where the broker is; `tls` is on for `mqtts://`.
+    pub url: MqttEndpoint,
+    /// Broker account name.
+    pub username: Option<String>,
+    /// Broker account password.
+    pub password: Option<Secret>,
+    /// What a TLS connection trusts and presents (used only with `mqtts://`).
+    pub tls: MqttTls,
+}
+
+impl Default for MqttArgs {
+    /// The reference stack's broker (`mqtt://localhost:1883`), no account, no TLS.
+    fn default() -> Self {
+        MqttArgs {
+            url: parse_mqtt_url("mqtt://localhost:1883").expect("a valid default URL"),
+            username: None,
+            password: None,
+            tls: MqttTls::default(),
+        }
+    }
+}
+
+/// The MQTT options as clap parses them, each checked on its own; [`MqttArgs`] is
+/// built from them once the checks across options pass.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "MQTT broker")]
-pub struct MqttArgs {
+pub struct MqttFlags {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS.
     #[arg(id = "mqtt_url", long = "mqtt-url", env = "ARNG_MQTT_URL", default_value = "mqtt://localhost:1883",
           value_parser = parse_mqtt_url, value_name = "URL")]
-    pub url: MqttEndpoint,
+    url: MqttEndpoint,
 
     /// Broker account name (the broker refuses anonymous clients).
     #[arg(id = "mqtt_username", long = "mqtt-username", env = "ARNG_MQTT_USERNAME", value_parser = parse_non_empty,
           value_name = "NAME")]
-    pub username: Option<String>,
+    username: Option<String>,
 
     /// Broker account password (prefer the environment variable: command lines are
     /// visible to other users of the machine).
     #[arg(id = "mqtt_password", long = "mqtt-password", env = "ARNG_MQTT_PASSWORD", hide_env_values = true,
           value_parser = parse_secret, value_name = "PASSWORD", requires = "mqtt_username")]
-    pub password: Option<Secret>,
+    password: Option<Secret>,
+
+    /// CA certificate(s), PEM, that signed the broker's certificate (mqtts:// only).
+    /// Without it, the system's trusted CAs are used.
+    #[arg(id = "mqtt_ca", long = "mqtt-ca", env = "ARNG_MQTT_CA", value_parser = parse_certificate_file,
+          value_name = "FILE")]
+    ca: Option<PemFile>,
+
+    /// Client certificate, PEM, for a broker that requires one (mutual TLS, mqtts://
+    /// only); needs --mqtt-key.
+    #[arg(id = "mqtt_cert", long = "mqtt-cert", env = "ARNG_MQTT_CERT", value_parser = parse_certificate_file,
+          value_name = "FILE", requires = "mqtt_key")]
+    cert: Option<PemFile>,
+
+    /// Private key, PEM, of --mqtt-cert.
+    #[arg(id = "mqtt_key", long = "mqtt-key", env = "ARNG_MQTT_KEY", value_parser = parse_key_file,
+          value_name = "FILE", requires = "mqtt_cert")]
+    key: Option<PemFile>,
+}
+
+impl TryFrom<MqttFlags> for MqttArgs {
+    type Error = String;
+
+    fn try_from(f: MqttFlags) -> Result<MqttArgs, String> {
+        let any_tls_file = f.ca.is_some() || f.cert.is_some() || f.key.is_some();
+        if any_tls_file && !f.url.tls {
+            return Err(format!(
+                "--mqtt-ca, --mqtt-cert and --mqtt-key need a TLS broker URL (mqtts://host:port), \
+                 not {}",
+                f.url
+            ));
+        }
+        let tls = if f.url.tls {
+            let identity = f.cert.as_ref().zip(f.key.as_ref());
+            MqttTls::from_files(f.ca.as_ref(), identity).map_err(|e| e.to_string())?
+        } else {
+            MqttTls::default()
+        };
+        Ok(MqttArgs {
+            url: f.url,
+            username: f.username,
+            password: f.password,
+            tls,
+        })
+    }
+}
+
+// clap derives these for MqttFlags; MqttArgs delegates to them and adds the checks
+// across options, whose failure is a usage error like any other (exit 2, one line).
+impl FromArgMatches for MqttArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
+        let flags = MqttFlags::from_arg_matches_mut(matches)?;
+        MqttArgs::try_from(flags).map_err(|why| clap::Error::raw(ErrorKind::ArgumentConflict, why))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for MqttArgs {
+    fn group_id() -> Option<clap::Id> {
+        MqttFlags::group_id()
+    }
+
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        MqttFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        MqttFlags::augment_args_for_update(cmd)
+    }
 }
 
 /// InfluxDB 2 connection options, named as the official `influx` CLI and Telegraf
@@ -264,6 +444,55 @@ mod tests {
         use clap::CommandFactory;
         let help = T::command().render_long_help().to_string();
         assert!(!help.contains("dev-token"), "{help}");
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_needs_mqtts() {
+        let t = T::try_parse_from(["t"]).unwrap();
+        assert!(t.mqtt.tls.ca().is_none() && t.mqtt.tls.client_cert().is_none());
+        let t = T::try_parse_from(["t", "--mqtt-url", "mqtts://broker"]).unwrap();
+        assert!(t.mqtt.url.tls && t.mqtt.tls.ca().is_none());
+    }
+
+    #[test]
+    fn tls_files_are_read_while_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not PEM at all\n").unwrap();
+        let junk = junk.to_str().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let missing = missing.to_str().unwrap();
+        for (args, why) in [
+            (vec!["--mqtt-ca", missing], "cannot read the file"),
+            (vec!["--mqtt-ca", junk], "no PEM certificate"),
+            (vec!["--mqtt-cert", junk, "--mqtt-key", junk], "no PEM"),
+            (vec!["--mqtt-ca", ""], "must not be empty"),
+        ] {
+            let argv = ["t", "--mqtt-url", "mqtts://broker"]
+                .into_iter()
+                .chain(args.clone());
+            let err = T::try_parse_from(argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(why), "{args:?}: {err}");
+        }
+        // One of the pair alone is a usage error, whatever the files hold.
+        for flag in ["--mqtt-cert", "--mqtt-key"] {
+            let err = T::try_parse_from(["t", "--mqtt-url", "mqtts://b", flag, junk]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{flag}");
+        }
+    }
+
+    #[test]
+    fn a_pem_file_prints_its_path_not_its_contents() {
+        let file = PemFile {
+            path: PathBuf::from("/etc/arng/client.key"),
+            pem: b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n".to_vec(),
+        };
+        let dbg = format!("{file:?}");
+        assert!(
+            dbg.contains("client.key") && !dbg.contains("c2VjcmV0"),
+            "{dbg}"
+        );
     }
 
     #[test]

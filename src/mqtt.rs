@@ -1,14 +1,26 @@
-//! The MQTT edge: client options from the shared configuration, and small helpers
-//! every subcommand needs (connect and wait for the broker's answer).
+//! The MQTT edge: client options from the shared configuration (TLS included), and
+//! small helpers every subcommand needs (build a client, connect and wait for the
+//! broker's answer, explain a failure in one line).
 //!
-//! The client is rumqttc (see docs/decisions.md). Its event loop must be polled for
-//! anything to happen, so helpers here either drive it themselves or hand it back.
+//! The client is rumqttc (see docs/decisions.md) over rustls with the ring provider.
+//! Its event loop must be polled for anything to happen, so helpers here either drive
+//! it themselves or hand it back. Every client is built by [`options`] and [`client`],
+//! so TLS settings and TCP_NODELAY apply to all of them.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
+    TlsConfiguration, Transport,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 
-use crate::config::MqttArgs;
+use crate::config::{MqttArgs, PemFile};
 
 /// Largest packet we accept from or send to the broker: the reference broker's
 /// `max_packet_size` (mosquitto-conf/mosquitto.conf). Readings are ~200 bytes.
@@ -19,6 +31,10 @@ pub const MAX_PACKET_BYTES: usize = 16 * 1024;
 pub enum MqttError {
     #[error("broker {endpoint} refused the connection: {reason}")]
     Refused { endpoint: String, reason: String },
+    /// The TLS handshake failed; `reason` says which side refused what, in words
+    /// (see [`tls_failure`]).
+    #[error("TLS handshake with {endpoint} failed: {reason}")]
+    Tls { endpoint: String, reason: String },
     #[error("cannot reach broker {endpoint}: {source}")]
     Connection {
         endpoint: String,
@@ -31,6 +47,159 @@ pub enum MqttError {
     Client(#[from] rumqttc::ClientError),
 }
 
+/// Why TLS files given on the command line cannot be used together.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{path}: no certificate in it can be used as a CA")]
+    NoUsableCa { path: String },
+    #[error("--mqtt-cert {cert} and --mqtt-key {key} cannot be used together: {reason}")]
+    ClientIdentity {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// How `mqtts://` connections check the broker and identify this client: the CA
+/// certificates to trust (`--mqtt-ca`, else the system's) and an optional client
+/// certificate (`--mqtt-cert`/`--mqtt-key`). Built by [`MqttTls::from_files`], which
+/// checks everything, so that building client options later cannot fail.
+#[derive(Clone, Default)]
+pub struct MqttTls {
+    ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    /// `None`: the system's CAs and no client certificate ([`system_roots`]).
+    config: Option<Arc<ClientConfig>>,
+}
+
+impl fmt::Debug for MqttTls {
+    // Paths only: the rustls configuration holds the client's private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttTls {
+    /// Trust the certificates of `ca` (instead of the system's CAs) and present
+    /// `identity` (certificate chain, private key) when the broker asks for one.
+    pub fn from_files(
+        ca: Option<&PemFile>,
+        identity: Option<(&PemFile, &PemFile)>,
+    ) -> Result<MqttTls, TlsSetupError> {
+        if ca.is_none() && identity.is_none() {
+            return Ok(MqttTls::default());
+        }
+        let roots = match ca {
+            Some(file) => {
+                let mut roots = RootCertStore::empty();
+                // The file was checked while parsing: it holds PEM certificates.
+                let certs = CertificateDer::pem_slice_iter(file.pem()).filter_map(Result::ok);
+                let (added, _ignored) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(TlsSetupError::NoUsableCa {
+                        path: file.path().display().to_string(),
+                    });
+                }
+                Arc::new(roots)
+            }
+            None => system_root_store(),
+        };
+        let builder = config_builder().with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let identity_error = |reason: String| TlsSetupError::ClientIdentity {
+                    cert: cert.path().display().to_string(),
+                    key: key.path().display().to_string(),
+                    reason,
+                };
+                let chain = CertificateDer::pem_slice_iter(cert.pem())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| identity_error(e.to_string()))?;
+                let key_der = PrivateKeyDer::from_pem_slice(key.pem())
+                    .map_err(|e| identity_error(e.to_string()))?;
+                // rustls checks here that the key is the certificate's (KeyMismatch).
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| identity_error(explain_identity_error(&e)))?
+            }
+        };
+        Ok(MqttTls {
+            ca: ca.map(|f| f.path().to_owned()),
+            client_cert: identity.map(|(cert, _)| cert.path().to_owned()),
+            config: Some(Arc::new(config)),
+        })
+    }
+
+    /// The CA file given with `--mqtt-ca`, if any.
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// The client certificate given with `--mqtt-cert`, if any.
+    pub fn client_cert(&self) -> Option<&Path> {
+        self.client_cert.as_deref()
+    }
+
+    fn client_config(&self) -> Arc<ClientConfig> {
+        self.config.clone().unwrap_or_else(system_roots)
+    }
+}
+
+/// A rustls configuration builder with the ring provider and TLS 1.2/1.3. Explicit,
+/// because the process default cannot be relied on: two providers compiled into one
+/// binary make rustls refuse to choose (a panic at the first connection).
+fn config_builder() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+}
+
+/// The system's trusted CAs (/etc/ssl/certs on Debian), read once per process.
+fn system_root_store() -> Arc<RootCertStore> {
+    static STORE: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!("reading the system's CA certificates: {e}");
+            }
+            let mut roots = RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "system CA certificates for mqtts://");
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// TLS with the system's CAs and no client certificate: `mqtts://` without
+/// `--mqtt-ca`. An empty store (no CA bundle installed) is not an error here: every
+/// broker is then refused with "unknown CA", which says what to do.
+fn system_roots() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            Arc::new(
+                config_builder()
+                    .with_root_certificates(system_root_store())
+                    .with_no_client_auth(),
+            )
+        })
+        .clone()
+}
+
+fn explain_identity_error(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            "the key does not belong to the certificate".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Client options for `client_id` from the shared configuration.
 pub fn options(args: &MqttArgs, client_id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, args.url.host.clone(), args.url.port);
@@ -41,9 +210,23 @@ pub fn options(args: &MqttArgs, client_id: &str) -> MqttOptions {
         o.set_credentials(user.clone(), pass.to_owned());
     }
     if args.url.tls {
-        o.set_transport(rumqttc::Transport::tls_with_default_config());
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            args.tls.client_config(),
+        )));
     }
     o
+}
+
+/// A client and its event loop (not yet connected: polling connects), with
+/// TCP_NODELAY on. Readings are small packets and latency matters more than packet
+/// count (the broker sets `set_tcp_nodelay true` on its side for the same reason);
+/// with Nagle's algorithm a small PUBLISH can wait for the broker's delayed ACK.
+pub fn client(options: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(options, capacity);
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    (client, eventloop)
 }
 
 /// Explains a CONNACK refusal in words a user can act on.
@@ -87,14 +270,119 @@ pub async fn wait_connected(
                 };
             }
             Ok(Ok(_)) => {}
-            Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
-                return Err(MqttError::Refused {
-                    endpoint,
-                    reason: refusal_reason(code).into(),
-                })
-            }
-            Ok(Err(source)) => return Err(MqttError::Connection { endpoint, source }),
+            Ok(Err(e)) => return Err(connection_error(args, e)),
         }
+    }
+}
+
+/// Classifies a connection failure: a CONNACK refusal, a TLS handshake failure (in
+/// words, see [`tls_failure`]), or anything else.
+pub fn connection_error(args: &MqttArgs, e: ConnectionError) -> MqttError {
+    let endpoint = args.url.to_string();
+    if let ConnectionError::ConnectionRefused(code) = e {
+        return MqttError::Refused {
+            endpoint,
+            reason: refusal_reason(code).into(),
+        };
+    }
+    match tls_failure(&e) {
+        Some(reason) => MqttError::Tls { endpoint, reason },
+        None => MqttError::Connection {
+            endpoint,
+            source: e,
+        },
+    }
+}
+
+/// If `e` is a TLS failure, what went wrong in words a user can act on, naming the
+/// option to change; `None` for any other failure. Covers the handshake itself and
+/// the alert a broker that requires a client certificate sends right after it (in
+/// TLS 1.3 the client learns of that refusal on its first read, not in the
+/// handshake).
+pub fn tls_failure(e: &ConnectionError) -> Option<String> {
+    if let Some(tls) = find_rustls_error(e) {
+        return Some(explain_tls(tls));
+    }
+    match e {
+        ConnectionError::Tls(rumqttc::TlsError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Some(
+                "the broker closed the connection during the handshake \
+                 (is that port a TLS listener? plain MQTT needs mqtt://)"
+                    .into(),
+            )
+        }
+        ConnectionError::Tls(other) => Some(other.to_string()),
+        _ => None,
+    }
+}
+
+/// The rustls error somewhere in `e`'s chain. `io::Error` hides the error it wraps
+/// from `source()` (it returns that error's source), so it is opened explicitly.
+fn find_rustls_error(e: &ConnectionError) -> Option<&rustls::Error> {
+    let mut current: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(inner);
+        }
+        current = current.source()?;
+    }
+}
+
+fn explain_tls(e: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "unknown CA: the broker's certificate is not signed by a CA this client trusts \
+             (give the CA that signed it with --mqtt-ca)"
+                .into()
+        }
+        E::InvalidCertificate(
+            cert @ (CertificateError::NotValidForName
+            | CertificateError::NotValidForNameContext { .. }),
+        ) => format!(
+            "{cert}: the host in --mqtt-url must be one of the names in the broker \
+             certificate's subjectAltName"
+        ),
+        E::InvalidCertificate(CertificateError::BadSignature) => {
+            "the broker's certificate names a trusted CA as its issuer but was not signed \
+             by it (another CA of the same name? check --mqtt-ca)"
+                .into()
+        }
+        E::InvalidCertificate(cert) => format!("the broker's certificate was rejected: {cert}"),
+        E::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the broker requires a client certificate (give one with --mqtt-cert and --mqtt-key)"
+                .into()
+        }
+        E::AlertReceived(
+            alert @ (AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::DecryptError),
+        ) => format!(
+            "the broker rejected this client's certificate (alert {alert:?}: --mqtt-cert \
+             must be a client certificate signed by the CA the broker trusts)"
+        ),
+        E::AlertReceived(alert) => format!("the broker refused the handshake (alert {alert:?})"),
+        E::InvalidMessage(_) => {
+            "the broker did not answer in TLS (is that port a plain MQTT listener? use mqtt://)"
+                .into()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -105,7 +393,68 @@ pub async fn connect(
     client_id: &str,
     timeout: Duration,
 ) -> Result<(AsyncClient, EventLoop), MqttError> {
-    let (client, mut eventloop) = AsyncClient::new(options(args, client_id), 256);
+    let (client, mut eventloop) = client(options(args, client_id), 256);
     wait_connected(&mut eventloop, args, timeout).await?;
     Ok((client, eventloop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn wrapped(e: rustls::Error) -> ConnectionError {
+        // What tokio-rustls hands back: the rustls error inside an io::Error.
+        ConnectionError::Tls(rumqttc::TlsError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            e,
+        )))
+    }
+
+    #[test]
+    fn tls_failures_are_explained() {
+        let unknown = wrapped(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert!(tls_failure(&unknown).unwrap().starts_with("unknown CA"));
+        // After the handshake (TLS 1.3), the alert arrives on the first read.
+        let required = ConnectionError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        ));
+        assert!(tls_failure(&required)
+            .unwrap()
+            .contains("requires a client certificate"));
+        let eof = ConnectionError::Tls(rumqttc::TlsError::Io(io::ErrorKind::UnexpectedEof.into()));
+        assert!(tls_failure(&eof).unwrap().contains("TLS listener"));
+    }
+
+    #[test]
+    fn other_failures_are_not_tls() {
+        assert_eq!(
+            tls_failure(&ConnectionError::ConnectionRefused(
+                ConnectReturnCode::NotAuthorized
+            )),
+            None
+        );
+        let reset = ConnectionError::Io(io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(tls_failure(&reset), None);
+        let args = MqttArgs::default();
+        let refused = connection_error(
+            &args,
+            ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
+        );
+        assert!(matches!(refused, MqttError::Refused { .. }));
+    }
+
+    #[test]
+    fn mqtts_options_use_tls_and_mqtt_options_do_not() {
+        let mut args = MqttArgs::default();
+        assert!(matches!(options(&args, "c").transport(), Transport::Tcp));
+        args.url = crate::config::parse_mqtt_url("mqtts://127.0.0.1").unwrap();
+        assert!(matches!(
+            options(&args, "c").transport(),
+            Transport::Tls(TlsConfiguration::Rustls(_))
+        ));
+    }
 }

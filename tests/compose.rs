@@ -709,6 +709,7 @@ async fn broker_entrypoint_files_start_mosquitto_with_the_mounted_config() {
             url: arng::config::parse_mqtt_url(&url).unwrap(),
             username: Some(u),
             password: Some(arng::config::Secret::new(p)),
+            ..Default::default()
         };
         let r =
             arng::mqtt::connect(&args, &format!("compose-{user}"), Duration::from_secs(5)).await;
@@ -769,6 +770,7 @@ fn mqtt_args_at(port: u16, user: &str) -> arng::config::MqttArgs {
         url: arng::config::parse_mqtt_url(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
         username: Some(u),
         password: Some(arng::config::Secret::new(p)),
+        ..Default::default()
     }
 }
 

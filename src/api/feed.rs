@@ -33,7 +33,7 @@ pub fn mqtt_client(args: &MqttArgs) -> (AsyncClient, EventLoop) {
         QoS::AtLeastOnce,
         true,
     ));
-    AsyncClient::new(o, 1000)
+    crate::mqtt::client(o, 1000)
 }
 
 /// Drives the API's MQTT connection forever, reconnecting with backoff.

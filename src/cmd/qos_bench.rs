@@ -298,14 +298,15 @@ impl Plan {
         format!("arng-qb-{}-q{qos}-{role}{i}", self.run_id)
     }
 
-    /// A client and its event loop, with TCP_NODELAY unless --nagle: the broker sets
-    /// it on its side (`set_tcp_nodelay true`), and without it on ours a small QoS 0
-    /// PUBLISH can wait for the broker's delayed ACK, which measures TCP, not MQTT.
+    /// A client and its event loop, with TCP_NODELAY (as every arng client, see
+    /// `mqtt::client`) unless --nagle, which measures what Nagle's algorithm costs.
     fn client(&self, opts: rumqttc::MqttOptions) -> (AsyncClient, EventLoop) {
-        let (client, mut eventloop) = AsyncClient::new(opts, 64);
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_tcp_nodelay(!self.nagle);
-        eventloop.set_network_options(net);
+        let (client, mut eventloop) = crate::mqtt::client(opts, 64);
+        if self.nagle {
+            let mut net = eventloop.network_options();
+            net.set_tcp_nodelay(false);
+            eventloop.set_network_options(net);
+        }
         (client, eventloop)
     }
 }

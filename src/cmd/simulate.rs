@@ -421,13 +421,13 @@ fn zone_links(args: &Args, zones: &[Zone], per_zone: u32) -> Result<Vec<LinkPlan
             None => name.clone(),
         };
         let mqtt = MqttArgs {
-            url: args.mqtt.url.clone(),
             username: Some(name),
             password: args
                 .mqtt
                 .password
                 .as_ref()
                 .map(|p| Secret::new(p.expose().replace("{zone}", zone.as_str()))),
+            ..args.mqtt.clone()
         };
         let start = z * per_zone as usize;
         links.push(LinkPlan {
@@ -545,6 +545,9 @@ enum LinkState {
     Connected,
     /// Refused by the broker before ever being accepted (bad account, ACL...).
     Refused(String),
+    /// The TLS handshake failed before the first connection (untrusted broker
+    /// certificate, missing client certificate...): retrying cannot fix it.
+    TlsFailed(String),
 }
 
 /// One MQTT connection, as the tasks see it.
@@ -601,7 +604,7 @@ fn open_link(plan: &LinkPlan, connect_timeout: Duration) -> (Arc<Link>, EventLoo
     // A clean session: what was in flight is re-sent by the driver itself (below),
     // so no session is left behind on the broker by a short-lived simulator.
     options.set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::new(options, QUEUE_CAPACITY);
+    let (client, mut eventloop) = crate::mqtt::client(options, QUEUE_CAPACITY);
     let mut network = eventloop.network_options();
     network.set_connection_timeout(connect_timeout.as_secs().clamp(1, 5));
     eventloop.set_network_options(network);
@@ -629,6 +632,9 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn describe_error(e: &ConnectionError) -> String {
+    if let Some(reason) = crate::mqtt::tls_failure(e) {
+        return format!("TLS handshake failed: {reason}");
+    }
     match e {
         ConnectionError::ConnectionRefused(code) => {
             format!("connection refused: {}", crate::mqtt::refusal_reason(*code))
@@ -702,6 +708,10 @@ async fn drive(link: Arc<Link>, mut eventloop: EventLoop, endpoint: String) {
                     link.state.send_replace(LinkState::Refused(reason));
                     return;
                 }
+                if let (false, Some(reason)) = (ever_connected, crate::mqtt::tls_failure(&e)) {
+                    link.state.send_replace(LinkState::TlsFailed(reason));
+                    return;
+                }
                 let reason = describe_error(&e);
                 let delay = backoff(attempts);
                 if ever_connected && attempts == 1 {
@@ -737,7 +747,7 @@ async fn wait_connected(
         let mut state = link.state.subscribe();
         let settled = tokio::select! {
             r = tokio::time::timeout_at(deadline, state.wait_for(|s| {
-                matches!(s, LinkState::Connected | LinkState::Refused(_))
+                matches!(s, LinkState::Connected | LinkState::Refused(_) | LinkState::TlsFailed(_))
             })) => r.map(|s| s.map(|s| s.clone())),
             _ = stop.wait_for(|s| *s) => anyhow::bail!("interrupted before the broker {endpoint} was reached"),
         };
@@ -747,6 +757,9 @@ async fn wait_connected(
                 "broker {endpoint} refused client {:?}: {reason}",
                 link.client_id
             ),
+            Ok(Ok(LinkState::TlsFailed(reason))) => {
+                anyhow::bail!("TLS handshake with {endpoint} failed: {reason}")
+            }
             Ok(_) => anyhow::bail!("connection task for {:?} ended", link.client_id),
             Err(_) => {
                 let detail = match &*link.state.borrow() {

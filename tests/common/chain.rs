@@ -21,6 +21,7 @@ pub fn mqtt_args(broker: &Mosquitto, user: &str) -> MqttArgs {
         url: arng::config::parse_mqtt_url(&broker.url()).unwrap(),
         username: Some(u),
         password: Some(Secret::new(p)),
+        ..MqttArgs::default()
     }
 }
 

@@ -7,10 +7,16 @@
 //! when the test is panicking its log is printed to stderr. A machine without
 //! mosquitto fails loudly: these tests are never skipped.
 //!
+//! `Mosquitto::start_tls()` runs `mosquitto-conf/tls.conf` (plain, TLS and mutual-TLS
+//! listeners, each on its own free port) with certificates that
+//! `scripts/gen-certs.sh` makes with openssl in the broker's temp dir; a machine
+//! without openssl fails the same way.
+//!
 //! Blocking std code only, so sync and async tests can both call it (from an async
 //! test it briefly blocks the runtime thread while the broker starts or stops).
 #![allow(dead_code)] // each test binary uses a different part of `common`
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,11 +38,19 @@ const OUTPUT_FILE: &str = "mosquitto.out";
 
 /// A running Mosquitto on 127.0.0.1:`port`, killed on drop.
 pub struct Mosquitto {
+    /// The plain MQTT listener.
     pub port: u16,
+    /// With `start_tls`: the TLS listener (tls.conf's 8883) and the mutual-TLS one
+    /// (8884, client certificate required).
+    pub tls_port: Option<u16>,
+    pub mutual_tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     conf_name: String,
 }
+
+/// The directory of the broker's certificates, under its temp dir.
+const CERTS_DIR: &str = "certs";
 
 impl Mosquitto {
     /// Starts the reference configuration, `mosquitto-conf/mosquitto.conf`.
@@ -46,27 +60,45 @@ impl Mosquitto {
 
     /// Starts `mosquitto-conf/<conf_name>` (e.g. `"qos1.conf"`) on a free port.
     pub fn start_with(conf_name: &str) -> Self {
+        Self::start_listeners(conf_name, 1, false)
+    }
+
+    /// Starts `mosquitto-conf/tls.conf`: plain, TLS and mutual-TLS listeners on free
+    /// ports, with a CA, server and client certificates made by
+    /// `scripts/gen-certs.sh` in `<temp dir>/certs` (see [`Mosquitto::cert`]).
+    pub fn start_tls() -> Self {
+        Self::start_listeners("tls.conf", 3, true)
+    }
+
+    fn start_listeners(conf_name: &str, listeners: usize, tls: bool) -> Self {
         let binary = mosquitto_binary();
         let dir = tempfile::Builder::new()
             .prefix("arng-mosquitto-")
             .tempdir()
             .expect("cannot create a temp dir for mosquitto");
+        let certs = tls.then(|| {
+            let certs = dir.path().join(CERTS_DIR);
+            generate_certs(&certs);
+            certs
+        });
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
-            let port = super::free_port();
-            render(conf_name, dir.path(), port);
-            match launch(&binary, dir.path(), port) {
+            let ports: Vec<u16> = (0..listeners).map(|_| super::free_port()).collect();
+            render(conf_name, dir.path(), &ports, certs.as_deref());
+            match launch(&binary, dir.path(), ports[0]) {
                 Ok(child) => {
                     return Mosquitto {
-                        port,
+                        port: ports[0],
+                        tls_port: ports.get(1).copied(),
+                        mutual_tls_port: ports.get(2).copied(),
                         dir,
                         child: Some(child),
                         conf_name: conf_name.to_owned(),
                     }
                 }
-                Err(Launch::PortTaken) => failures.push(format!("port {port} was taken")),
+                Err(Launch::PortTaken) => failures.push(format!("ports {ports:?}: one was taken")),
                 Err(Launch::Failed(why)) => panic!(
-                    "mosquitto ({conf_name}, port {port}) did not start: {why}\n{}",
+                    "mosquitto ({conf_name}, ports {ports:?}) did not start: {why}\n{}",
                     read_log(dir.path())
                 ),
             }
@@ -81,6 +113,34 @@ impl Mosquitto {
     /// `mqtt://127.0.0.1:PORT`, the form of `--mqtt-url` / `ARNG_MQTT_URL`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// `mqtts://127.0.0.1:PORT` of the TLS listener (`start_tls` only).
+    pub fn tls_url(&self) -> String {
+        let port = self
+            .tls_port
+            .expect("tls_url: start the broker with start_tls()");
+        format!("mqtts://127.0.0.1:{port}")
+    }
+
+    /// `mqtts://127.0.0.1:PORT` of the mutual-TLS listener (`start_tls` only).
+    pub fn mutual_tls_url(&self) -> String {
+        let port = self
+            .mutual_tls_port
+            .expect("mutual_tls_url: start the broker with start_tls()");
+        format!("mqtts://127.0.0.1:{port}")
+    }
+
+    /// A file made by scripts/gen-certs.sh for this broker: `ca.crt`, `client.crt`,
+    /// `client.key`... (`start_tls` only).
+    pub fn cert(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(CERTS_DIR).join(name);
+        assert!(
+            path.is_file(),
+            "no {} (start the broker with start_tls())",
+            path.display()
+        );
+        path
     }
 
     /// The broker's log so far (all runs of this broker, restarts included), plus
@@ -193,24 +253,44 @@ fn mosquitto_binary() -> PathBuf {
         })
 }
 
-/// `scripts/broker-config.sh render mosquitto-conf/<conf_name> DIR PORT`.
-fn render(conf_name: &str, dir: &Path, port: u16) {
-    let root = super::repo_root();
-    let script = root.join("scripts/broker-config.sh");
-    let source = root.join("mosquitto-conf").join(conf_name);
+/// `scripts/gen-certs.sh DIR`: a CA, a server certificate for 127.0.0.1/localhost and
+/// a client certificate, with openssl. Each call makes a new, unrelated CA.
+pub fn generate_certs(dir: &Path) {
+    run_script(
+        "scripts/gen-certs.sh",
+        &[dir.as_os_str()],
+        "openssl is needed (scripts/test.sh installs it)",
+    );
+}
+
+/// `scripts/broker-config.sh render mosquitto-conf/<conf_name> DIR PORTS [CERT_DIR]`.
+fn render(conf_name: &str, dir: &Path, ports: &[u16], certs: Option<&Path>) {
+    let source = super::repo_root().join("mosquitto-conf").join(conf_name);
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ports = ports.join(",");
+    let mut args = vec![
+        OsStr::new("render"),
+        source.as_os_str(),
+        dir.as_os_str(),
+        OsStr::new(&ports),
+    ];
+    args.extend(certs.map(Path::as_os_str));
+    run_script("scripts/broker-config.sh", &args, "");
+}
+
+/// Runs a bash script of the repository; panics with its output (and `hint`) if it
+/// fails.
+fn run_script(script: &str, args: &[&OsStr], hint: &str) {
+    let script = super::repo_root().join(script);
     let output = Command::new("bash")
         .arg(&script)
-        .arg("render")
-        .arg(&source)
-        .arg(dir)
-        .arg(port.to_string())
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         output.status.success(),
-        "{} render {} failed ({}):\n{}{}",
+        "{} {args:?} failed ({}) {hint}:\n{}{}",
         script.display(),
-        source.display(),
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
