@@ -172,7 +172,7 @@ async fn broker_restart_then_ingest_reconnects_and_resumes() {
     publish_all(&broker, "simulator", &stream(1, 0, 20), QoS::AtLeastOnce).await;
     wait_for_readings(&db, 60, Duration::from_secs(20)).await;
     broker.restart();
-    ingest.wait_for_log("connected to the broker", 2, Duration::from_secs(30));
+    ingest.wait_for_log("subscribed: receiving readings", 2, Duration::from_secs(30));
     assert!(
         ingest
             .log()

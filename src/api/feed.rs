@@ -64,7 +64,8 @@ pub async fn run_mqtt(state: AppState, client: AsyncClient, mut eventloop: Event
             Ok(_) => {}
             Err(e) => {
                 state.mqtt_connected.store(false, Ordering::Relaxed);
-                warn!(error = %e, retry_in = ?backoff, "API lost the broker; reconnecting");
+                let why = crate::mqtt::tls_failure(&e).unwrap_or_else(|| e.to_string());
+                warn!(error = %why, retry_in = ?backoff, "API lost the broker; reconnecting");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }

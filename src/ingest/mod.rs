@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish, QoS};
+use rumqttc::{Event, LastWill, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -277,7 +277,7 @@ pub async fn run(
     // polling, never a wait on the writer). The broker's in-flight window does not
     // bound it by itself: Mosquitto 2.0.11 was seen sending ~20,000 unacknowledged
     // messages to this MQTT 3.1.1 session.
-    let (client, mut eventloop) = AsyncClient::new(options, 20_000);
+    let (client, mut eventloop) = crate::mqtt::client(options, 20_000);
     let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let high_water = cfg.batch_size.max(cfg.ack_window) * 20;
@@ -295,6 +295,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shutting_down = false;
     let mut published_file_thresholds = false;
+    let mut subacks_pending = 0usize;
     loop {
         tokio::select! {
             // Shutdown: stop handing new messages to the writer (they stay
@@ -332,6 +333,7 @@ pub async fn run(
                     backoff = Duration::from_millis(100);
                     metrics.mqtt_connected.set(1.0);
                     info!(session_present = ack.session_present, client_id = %cfg.client_id, "connected to the broker");
+                    subacks_pending = filters.len() + usize::from(cfg.broker_stats);
                     for f in &filters {
                         if let Err(e) = client.subscribe(f.as_str(), QoS::AtLeastOnce).await {
                             error!(filter = %f, error = %e, "cannot subscribe");
@@ -374,6 +376,12 @@ pub async fn run(
                     if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
                         error!(?s, "the broker refused a subscription (check the account's ACL)");
                     }
+                    subacks_pending = subacks_pending.saturating_sub(1);
+                    if subacks_pending == 0 {
+                        // From here on nothing published is missed, even on a fresh
+                        // broker (scripts and tests wait for this line).
+                        info!("subscribed: receiving readings");
+                    }
                 }
                 Ok(Event::Outgoing(Outgoing::PubAck(_))) => {
                     // Saturating: acks queued before a reconnect may never be sent.
@@ -390,7 +398,8 @@ pub async fn run(
                         // Nothing more can be acknowledged; the broker will redeliver.
                         debug!(error = %e, "connection lost while shutting down");
                     }
-                    warn!(error = %e, retry_in = ?backoff, "broker connection lost; reconnecting");
+                    let why = crate::mqtt::tls_failure(&e).unwrap_or_else(|| e.to_string());
+                    warn!(error = %why, retry_in = ?backoff, "broker connection lost; reconnecting");
                     tokio::time::sleep(writer::jitter(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }

@@ -93,7 +93,7 @@ impl IngestProc {
         self.child = Some(child);
         self.starts += 1;
         self.wait_for_log(
-            "connected to the broker",
+            "subscribed: receiving readings",
             self.starts,
             Duration::from_secs(20),
         );
