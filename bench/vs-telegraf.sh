@@ -34,7 +34,8 @@
 #      second after the publisher ended), or when that count has not moved for STALL
 #      seconds, or CATCHUP seconds after the publisher ended: then the round counts as
 #      lost, and as 0 readings/s sustained;
-#   6. CPU time again, VmHWM (/proc/<pid>/status) for peak memory, the final count;
+#   6. CPU time again and VmHWM (/proc/<pid>/status) for peak memory, both read when
+#      the count last changed (a stalled round is not charged the wait), the final count;
 #      stop the tool (SIGTERM) and delete its broker session (a clean-session connect
 #      with its client id), so the broker does not queue the other tool's round for
 #      it; lag and throughput from the polls and the stored timestamps
@@ -104,31 +105,54 @@ tool_pid=""
 metrics_port=""
 client_id() { if [ "$1" = arng ]; then echo arng-ingest; else echo telegraf-ingest; fi; }
 
+# forget_pid PID: a process that has been waited for is no longer stopped at exit.
+forget_pid() {
+  local i
+  for i in "${!pids[@]}"; do [ "${pids[i]}" != "$1" ] || unset 'pids[i]'; done
+  pids=("${pids[@]}")
+}
+
 # start_tool TOOL ROUND: sets tool_pid (and metrics_port for arng).
 start_tool() {
-  local tool=$1 round=$2
-  if [ "$tool" = arng ]; then
+  local tool=$1 round=$2 attempt
+  if [ "$tool" = telegraf ]; then
+    "$telegraf" --config "$telegraf_conf" >"$work/telegraf-$round.log" 2>&1 &
+    tool_pid=$!
+    pids+=("$tool_pid")
+    return
+  fi
+  # The metrics port is free when picked but may be taken before arng binds it (other
+  # jobs share the machine): then arng exits at once and another port is tried.
+  for attempt in 1 2 3 4 5; do
     metrics_port=$(free_port)
     ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$ingest_pw RUST_LOG=arng=warn \
       "$arng" ingest --client-id "$(client_id arng)" --metrics-port "$metrics_port" \
       --spool-dir "$work/spool-$round" --batch-size "$BATCH" >"$work/arng-$round.log" 2>&1 &
-  else
-    "$telegraf" --config "$telegraf_conf" >"$work/telegraf-$round.log" 2>&1 &
-  fi
-  tool_pid=$!
-  pids+=("$tool_pid")
+    tool_pid=$!
+    pids+=("$tool_pid")
+    for _ in $(seq 100); do
+      curl -sf -m 2 -o /dev/null "http://127.0.0.1:$metrics_port/metrics" && return 0
+      kill -0 "$tool_pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    wait "$tool_pid" 2>/dev/null || true
+    forget_pid "$tool_pid"
+    grep -q "cannot listen" "$work/arng-$round.log" \
+      || die "arng ingest did not start (see arng-$round.log): $(tail -n 3 "$work/arng-$round.log")"
+    log "metrics port $metrics_port taken meanwhile (attempt $attempt); trying another"
+  done
+  die "arng ingest could not bind a metrics port"
 }
 
 # stop_tool TOOL: SIGTERM (both flush what they hold and disconnect), then the broker
 # session of its client id is deleted by a clean-session connect with that id.
 stop_tool() {
-  local tool=$1 i
+  local tool=$1
   kill -TERM "$tool_pid" 2>/dev/null || true
   for _ in $(seq 150); do kill -0 "$tool_pid" 2>/dev/null || break; sleep 0.2; done
   kill -9 "$tool_pid" 2>/dev/null || true
   wait "$tool_pid" 2>/dev/null || true
-  for i in "${!pids[@]}"; do [ "${pids[i]}" != "$tool_pid" ] || unset 'pids[i]'; done
-  pids=("${pids[@]}")
+  forget_pid "$tool_pid"
   tool_pid=""
   timeout 10 mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -u ingest -P "$ingest_pw" \
     -i "$(client_id "$tool")" -t 'entrepot/bench-session-reset/x/v0' -E \
@@ -170,7 +194,8 @@ results=$work/results.jsonl
 
 run_round() {
   local tool=$1 round=$2 prefix zones since polls stop poller sim published last
-  local started_at stalled_at last_count t_tool t_influxd t_broker hwm stored load own=()
+  local started_at stalled_at last_count t_tool t_influxd t_broker hwm="" stored load own=()
+  local end_tool end_influxd end_broker
   prefix="${tool:0:1}${round}z"
   zones=$(seq 1 "$NZONES" | sed "s/^/$prefix/" | paste -sd,)
   start_tool "$tool" "$round"
@@ -193,16 +218,26 @@ run_round() {
   sim=$!
   pids+=("$sim")
   wait "$sim" || die "arng simulate failed (round $round, $tool): $(tail -n 5 "$work/sim-$tool-$round.log")"
+  forget_pid "$sim"
   published=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["readings"])' "$work/sim-$tool-$round.json")
   # Completion is checked with the full count, once a second (a full count costs
   # influxd far more than the sample polls: see bench/vs_telegraf.py).
+  # The CPU times and peak memory are read at the last change of the count, so a
+  # round that stalls is not charged the STALL seconds spent waiting for nothing.
   started_at=$SECONDS
   stalled_at=$SECONDS
   last_count=-1
   while :; do
     last=$(flux_count "$prefix")
+    if [ "$last" -ne "$last_count" ]; then
+      last_count=$last
+      stalled_at=$SECONDS
+      end_tool=$(cpu_ticks "$tool_pid" 2>/dev/null || echo "$t_tool")
+      end_influxd=$(cpu_ticks "$influxd_pid")
+      end_broker=$(cpu_ticks "$mosquitto_pid")
+      hwm=$(peak_rss_kib "$tool_pid" 2>/dev/null || echo "${hwm:-0}")
+    fi
     [ "$last" -lt "$published" ] || break
-    if [ "$last" -ne "$last_count" ]; then last_count=$last; stalled_at=$SECONDS; fi
     if [ $((SECONDS - stalled_at)) -ge "$STALL" ] || [ $((SECONDS - started_at)) -ge "$CATCHUP" ]; then
       log "round $round ($tool): $last of $published readings stored; giving up"
       break
@@ -210,12 +245,12 @@ run_round() {
     kill -0 "$tool_pid" 2>/dev/null || { log "round $round: $tool exited (see $tool-$round.log)"; break; }
     sleep 1
   done
-  t_tool=$(($(cpu_ticks "$tool_pid" 2>/dev/null || echo "$t_tool") - t_tool))
-  t_influxd=$(($(cpu_ticks "$influxd_pid") - t_influxd))
-  t_broker=$(($(cpu_ticks "$mosquitto_pid") - t_broker))
-  hwm=$(peak_rss_kib "$tool_pid" 2>/dev/null || echo 0)
+  t_tool=$((end_tool - t_tool))
+  t_influxd=$((end_influxd - t_influxd))
+  t_broker=$((end_broker - t_broker))
   : >"$stop"
   wait "$poller" || true
+  forget_pid "$poller"
   if [ "$tool" = arng ]; then
     prom >"$work/prom-after-$round.txt"
     own=(--prom-before "$work/prom-before-$round.txt" --prom-after "$work/prom-after-$round.txt")
