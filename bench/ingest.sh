@@ -8,7 +8,7 @@
 # Prints one line per round and the medians.
 #
 # Usage: bench/ingest.sh [ROUNDS] ; environment: RATE (20000), DURATION (20s),
-# SENSORS_PER_ZONE (500), ZONES_PER_ROUND (4), BATCH (5000).
+# SENSORS_PER_ZONE (500), ZONES_PER_ROUND (4), BATCH (5000). Servers and helpers: bench/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -18,35 +18,18 @@ SENSORS=${SENSORS_PER_ZONE:-500}
 NZONES=${ZONES_PER_ROUND:-4}
 BATCH=${BATCH:-5000}
 
-work=$(mktemp -d /tmp/arng-bench-ingest.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap "exit 130" INT TERM
+bench_name=bench-ingest
+. bench/lib.sh
+bench_tools
+bench_arng
+bench_influxd
+bench_workdir arng-bench-ingest
+pw() { account "$1"; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pw() { sed -n "s/^$1://p" mosquitto-conf/dev-accounts; }
-
-echo "building arng (release)..." >&2
-cargo build --release --quiet
-arng=$PWD/target/release/arng
-influxd=$(scripts/build-influxd.sh)
-
-mport=$(free_port)
-scripts/broker-config.sh render mosquitto-conf/mosquitto.conf "$work/mosquitto" "$mport" >/dev/null
-mosquitto -c "$work/mosquitto/mosquitto.conf" & pids+=($!)
-
-iport=$(free_port)
-mkdir -p "$work/influxd"
-(cd "$work/influxd" && exec "$influxd" --bolt-path "$work/influxd/b" --engine-path "$work/influxd/e" \
-  --sqlite-path "$work/influxd/s.sqlite" --http-bind-address "127.0.0.1:$iport" \
-  --reporting-disabled --log-level warn >"$work/influxd.log" 2>&1) & pids+=($!)
-for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$iport/health" >/dev/null && break; sleep 0.5; done
-curl -sf -XPOST "http://127.0.0.1:$iport/api/v2/setup" -d '{"username":"admin","password":"admin-dev-password","org":"ares","bucket":"entrepot","token":"dev-token"}' >/dev/null
+start_mosquitto
+mport=$mqtt_port
+start_influxd
+iport=${influx##*:}
 
 export ARNG_MQTT_URL="mqtt://127.0.0.1:$mport" INFLUX_URL="http://127.0.0.1:$iport" INFLUX_TOKEN=dev-token
 metrics_port=$(free_port)
@@ -57,12 +40,6 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$metrics_port/metrics" >/de
 
 metrics() { curl -sf "http://127.0.0.1:$metrics_port/metrics"; }
 written() { metrics | awk '$1=="arng_ingest_readings_written_total"{print $2}'; }
-count_influx() { # zones regex
-  curl -sf -XPOST "http://127.0.0.1:$iport/api/v2/query?org=ares" -H "Authorization: Token dev-token" \
-    -H "Content-Type: application/vnd.flux" \
-    -d "from(bucket:\"entrepot\") |> range(start: -1h, stop: 1h) |> filter(fn:(r) => r._measurement == \"readings\" and r._field == \"temp\" and r.zone =~ /^$1/) |> group() |> count()" \
-    | awk -F, 'NR==2{print $NF}' | tr -d '\r'
-}
 
 results="$work/results.txt"
 : >"$results"
@@ -93,7 +70,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   end=$(date +%s.%N)
   metrics >"$work/after.prom"
-  stored=$(count_influx "r${round}z")
+  stored=$(flux_count "r${round}z")
   python3 - "$work/before.prom" "$work/after.prom" "$published" "$stored" "$start" "$end" "$peak" "$work/sim.json" >>"$results" <<'PY'
 import sys, json
 def hist(path):
