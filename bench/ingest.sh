@@ -5,6 +5,8 @@
 # Each round publishes RATE readings/s for DURATION with `arng simulate` (QoS 1, its
 # own zones so rounds are counted apart), then waits for ingest to write them all and
 # checks the count in InfluxDB, so no round is credited for readings it lost.
+# "Sustained" = readings / (the publisher's publishing time + ingest's catch-up after
+# the publisher stopped), i.e. from the first reading published to the last written.
 # Prints one line per round and the medians.
 #
 # Usage: bench/ingest.sh [ROUNDS] ; environment: RATE (20000), DURATION (20s),
@@ -58,6 +60,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$rss" -gt "$peak" ] && peak=$rss
     if ! kill -0 "$sim" 2>/dev/null; then
       wait "$sim" || { echo "simulate failed:"; cat "$work/sim.log"; exit 1; }
+      sim_end=$(date +%s.%N)
       published=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["readings"])' "$work/sim.json")
     fi
     if [ -n "$published" ]; then
@@ -71,7 +74,7 @@ for round in $(seq 1 "$ROUNDS"); do
   end=$(date +%s.%N)
   metrics >"$work/after.prom"
   stored=$(flux_count "r${round}z")
-  python3 - "$work/before.prom" "$work/after.prom" "$published" "$stored" "$start" "$end" "$peak" "$work/sim.json" >>"$results" <<'PY'
+  python3 - "$work/before.prom" "$work/after.prom" "$published" "$stored" "$sim_end" "$end" "$peak" "$work/sim.json" >>"$results" <<'PY'
 import sys, json
 def hist(path):
     b = {}
@@ -82,7 +85,7 @@ def hist(path):
     return b
 before, after = hist(sys.argv[1]), hist(sys.argv[2])
 published, stored = int(sys.argv[3]), int(sys.argv[4] or 0)
-start, end, peak_kb = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+sim_end, end, peak_kb = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
 sim = json.load(open(sys.argv[8]))
 bounds = sorted((float('inf') if k == '+Inf' else float(k), k) for k in after)
 total = after['+Inf'] - before.get('+Inf', 0)
@@ -91,12 +94,15 @@ for v, k in bounds:
     if after[k] - before.get(k, 0) >= 0.99 * total:
         p99 = v
         break
-rate = published / (end - start)
+# From the publisher's first reading to ingest's last write: the publisher's own
+# publishing time plus the catch-up after it stopped (0 when ingest kept up).
+tail = max(0.0, end - sim_end)
+rate = published / (sim["duration_s"] + tail)
 pub_rate = round(sim.get("readings_per_s", 0))
-print(f"{published} {stored} {rate:.0f} {p99} {peak_kb/1024:.1f} {pub_rate}")
+print(f"{published} {stored} {rate:.0f} {p99} {peak_kb/1024:.1f} {pub_rate} {tail:.1f}")
 PY
-  read -r pub st rate p99 rss prate < <(tail -n 1 "$results")
-  echo "round $round: published $pub, in InfluxDB $st, sustained $rate readings/s (publisher $prate/s), p99 lag <= ${p99}s, peak RSS ${rss} MiB"
+  read -r pub st rate p99 rss prate tail < <(tail -n 1 "$results")
+  echo "round $round: published $pub, in InfluxDB $st, sustained $rate readings/s (publisher $prate/s, catch-up ${tail}s after it stopped), p99 lag <= ${p99}s, peak RSS ${rss} MiB"
 done
 
 python3 - "$results" <<'PY'
