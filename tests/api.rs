@@ -872,3 +872,50 @@ async fn openapi_document_states_what_the_routes_accept_and_answer() {
         assert!(documented(path, &m, 403), "{m} {path}: 403 not documented");
     }
 }
+
+/// Found by schemathesis (`POST /alerts` with a timestamp in year 67 → 503): times
+/// InfluxDB cannot store or query are the client's error, a 400 naming the field,
+/// not "InfluxDB unavailable". So is a `since` in the future (an empty Flux range).
+#[tokio::test(flavor = "multi_thread")]
+async fn alert_times_influxdb_cannot_hold_are_refused_with_400() {
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let serve = ServeProc::start(&broker, &db, &[]);
+    let api = Api::new(&serve);
+    for (timestamp, expected) in [
+        ("0067-12-31T00:00:00Z", 400),
+        ("1677-09-21T00:00:00Z", 400),
+        ("1677-09-22T00:00:00Z", 201),
+        ("1970-01-01T00:00:00Z", 201),
+        ("2262-04-11T00:00:00Z", 201),
+        ("2262-04-12T00:00:00Z", 400),
+        ("9999-12-31T23:59:59Z", 400),
+    ] {
+        let body = json!({"zone": "nord", "severity": "warning", "timestamp": timestamp});
+        let (status, v) = api
+            .send(reqwest::Method::POST, "/alerts", &body, Some(&api.token))
+            .await;
+        assert_eq!(status, expected, "{timestamp}: {v}");
+        if expected == 400 {
+            assert_eq!(v["field"], "timestamp", "{timestamp}: {v}");
+        }
+    }
+    for (since, expected) in [
+        ("1600-01-01T00:00:00Z", 400),
+        ("1677-09-22T00:00:00Z", 200),
+        ("1970-01-01T00:00:00Z", 200),
+        ("2100-01-01T00:00:00Z", 400),
+    ] {
+        let (status, v) = api.get(&format!("/alerts?since={since}&limit=1000")).await;
+        assert_eq!(status, expected, "since={since}: {v}");
+        if expected == 400 {
+            assert_eq!(v["field"], "since", "since={since}: {v}");
+        } else {
+            // Of the alerts stored above, those of 1677 and 1970 from 1677 on, the one
+            // of 1970 from 1970 on (the list ends an hour from now): the range really
+            // reaches that far back.
+            let n = v["alerts"].as_array().unwrap().len();
+            assert_eq!(n, if since.starts_with("1677") { 2 } else { 1 }, "{v}");
+        }
+    }
+}

@@ -132,6 +132,19 @@ fn parse_duration(field: &str, v: &str) -> Result<Duration, ApiError> {
     Ok(d)
 }
 
+/// What [`influx_can_store`] refuses, for error messages.
+const INFLUX_TIME_RANGE: &str =
+    "must be between 1677-09-22 and 2262-04-11 (the times InfluxDB can store)";
+
+/// Whether InfluxDB can store or query a point at `t`. Points are written with
+/// millisecond precision and kept as i64 nanoseconds, whose ends InfluxDB reserves.
+fn influx_can_store(t: DateTime<Utc>) -> bool {
+    const LIMIT_NS: i64 = i64::MAX - 1;
+    t.timestamp_millis()
+        .checked_mul(1_000_000)
+        .is_some_and(|ns| (-LIMIT_NS..=LIMIT_NS).contains(&ns))
+}
+
 fn zone_param(p: Result<Path<String>, PathRejection>) -> Result<Zone, ApiError> {
     let Path(raw) = p.map_err(|e| ApiError::field("zone", e.body_text()))?;
     Zone::new(&raw).map_err(|e| ApiError::field("zone", e.to_string()))
@@ -536,7 +549,7 @@ struct NewAlert {
     value: Option<f64>,
     /// The bound crossed, in the same range as `value`.
     threshold: Option<f64>,
-    /// RFC 3339; default: now.
+    /// RFC 3339, between 1677-09-22 and 2262-04-11; default: now.
     #[schema(format = DateTime)]
     timestamp: Option<String>,
 }
@@ -616,6 +629,14 @@ async fn post_alert(State(state): State<AppState>, req: Request) -> Result<Respo
                 ApiError::field("timestamp", format!("timestamp: {e} (expected RFC 3339)"))
             })?,
     };
+    // Found by schemathesis: a time InfluxDB cannot store made the write fail and the
+    // client got a 503 "InfluxDB unavailable" for its own bad input.
+    if !influx_can_store(timestamp) {
+        return Err(ApiError::field(
+            "timestamp",
+            format!("timestamp: {INFLUX_TIME_RANGE}"),
+        ));
+    }
     let alert = Alert {
         version: 1,
         id: Alert::make_id(AlertSource::Api, &zone, sensor.as_ref(), metric, timestamp),
@@ -658,7 +679,7 @@ struct AlertList {
                 description = "only this zone"),
            ("severity" = Option<AlertSeverity>, Query, description = "`warning` or `critical`"),
            ("since" = Option<String>, Query, min_length = 1, example = "24h",
-                description = "a duration back from now from 1s to 31d (e.g. 24h, the default) or an RFC 3339 time"),
+                description = "a duration back from now from 1s to 31d (e.g. 24h, the default), or an RFC 3339 time not in the future (and after 1677-09-22)"),
            ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, example = 100, description = "at most this many (default 100)")),
     responses((status = 200, body = AlertList), (status = 400, body = ErrorBody),
               (status = 503, description = "InfluxDB unavailable", body = ErrorBody)))]
@@ -687,6 +708,17 @@ async fn list_alerts(
     let since = match params.get("since") {
         None => Since::Ago(Duration::from_secs(24 * 3600)),
         Some(s) => match DateTime::parse_from_rfc3339(s) {
+            // Found by schemathesis: a future time made an empty Flux range, and one
+            // InfluxDB cannot represent a query error, both answered 503.
+            Ok(t) if !influx_can_store(t.with_timezone(&Utc)) => {
+                return Err(ApiError::field(
+                    "since",
+                    format!("since: {INFLUX_TIME_RANGE}"),
+                ))
+            }
+            Ok(t) if t > Utc::now() => {
+                return Err(ApiError::field("since", "since: must not be in the future"))
+            }
             Ok(t) => Since::At(t.with_timezone(&Utc)),
             Err(_) => Since::Ago(parse_duration("since", s)?),
         },
@@ -913,6 +945,17 @@ mod tests {
         );
         let max = format!("{{0,{}}}$", crate::domain::names::MAX_NAME_LEN - 1);
         assert!(ZONE_PATTERN.ends_with(&max), "{ZONE_PATTERN} vs {max}");
+    }
+
+    #[test]
+    fn influx_time_range_ends() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert!(influx_can_store(t("1677-09-22T00:00:00Z")));
+        assert!(influx_can_store(t("2262-04-11T00:00:00Z")));
+        assert!(influx_can_store(t("1970-01-01T00:00:00Z")));
+        assert!(!influx_can_store(t("1677-09-21T00:00:00Z")));
+        assert!(!influx_can_store(t("2262-04-12T00:00:00Z")));
+        assert!(!influx_can_store(t("0001-01-01T00:00:00Z")));
     }
 
     #[test]
