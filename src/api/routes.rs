@@ -132,6 +132,19 @@ fn parse_duration(field: &str, v: &str) -> Result<Duration, ApiError> {
     Ok(d)
 }
 
+/// What [`influx_can_store`] refuses, for error messages.
+const INFLUX_TIME_RANGE: &str =
+    "must be between 1677-09-22 and 2262-04-11 (the times InfluxDB can store)";
+
+/// Whether InfluxDB can store or query a point at `t`. Points are written with
+/// millisecond precision and kept as i64 nanoseconds, whose ends InfluxDB reserves.
+fn influx_can_store(t: DateTime<Utc>) -> bool {
+    const LIMIT_NS: i64 = i64::MAX - 1;
+    t.timestamp_millis()
+        .checked_mul(1_000_000)
+        .is_some_and(|ns| (-LIMIT_NS..=LIMIT_NS).contains(&ns))
+}
+
 fn zone_param(p: Result<Path<String>, PathRejection>) -> Result<Zone, ApiError> {
     let Path(raw) = p.map_err(|e| ApiError::field("zone", e.body_text()))?;
     Zone::new(&raw).map_err(|e| ApiError::field("zone", e.to_string()))
@@ -306,9 +319,11 @@ async fn zones(State(state): State<AppState>) -> Json<Vec<ZoneSummary>> {
 /// stored in InfluxDB, and the lag between them. `source=influx` reads the InfluxDB
 /// side with a direct Flux query instead of the view refreshed every second.
 #[utoipa::path(get, path = "/zones/{zone}/latest",
-    params(("zone" = String, Path, description = "zone name: 1-32 of a-z 0-9 _ -"),
-           ("source" = Option<String>, Query, description = "`cache` (default) or `influx`")),
-    responses((status = 200, body = ZoneLatest), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("zone" = String, Path, pattern = r"^(?!(heartbeat|alerts|status|config|deadletter)$)[a-z0-9][a-z0-9_-]{0,31}$",
+                description = "zone name: 1-32 of a-z 0-9 _ -, starting with a letter or digit; not heartbeat, alerts, status, config or deadletter"),
+           ("source" = Option<LatestSource>, Query, description = "`cache` (default) or `influx`")),
+    responses((status = 200, body = ZoneLatest), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, description = "InfluxDB unavailable (`source=influx`)", body = ErrorBody)))]
 async fn zone_latest(
     State(state): State<AppState>,
     zone: Result<Path<String>, PathRejection>,
@@ -407,10 +422,14 @@ struct History {
 /// Mean temperature and humidity per sensor, in windows of `every` over the last
 /// `range` (for charts).
 #[utoipa::path(get, path = "/zones/{zone}/history",
-    params(("zone" = String, Path, description = "zone name"),
-           ("range" = Option<String>, Query, description = "how far back, e.g. 1h (default), 1s..31d"),
-           ("every" = Option<String>, Query, description = "window, e.g. 1m (default); at most 5000 windows")),
-    responses((status = 200, body = History), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("zone" = String, Path, pattern = r"^(?!(heartbeat|alerts|status|config|deadletter)$)[a-z0-9][a-z0-9_-]{0,31}$",
+                description = "zone name (see `/zones/{zone}/latest`)"),
+           ("range" = Option<String>, Query, min_length = 1, example = "6h",
+                description = "how far back, a duration (e.g. 1h, the default; 90m; 1h 30m) from 1s to 31d"),
+           ("every" = Option<String>, Query, min_length = 1, example = "5m",
+                description = "window, a duration (e.g. 1m, the default), at most `range` and at least `range`/5000")),
+    responses((status = 200, body = History), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, description = "InfluxDB unavailable", body = ErrorBody)))]
 async fn zone_history(
     State(state): State<AppState>,
     zone: Result<Path<String>, PathRejection>,
@@ -468,7 +487,11 @@ async fn get_thresholds(State(state): State<AppState>) -> Response {
 /// below high, hysteresis smaller than half the normal band), then published as the
 /// retained configuration that ingest follows.
 #[utoipa::path(put, path = "/thresholds", request_body = Thresholds,
-    responses((status = 200, body = Thresholds), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = Thresholds), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "write routes disabled: serve was started without --api-token", body = ErrorBody),
+              (status = 413, description = "body larger than 64 KiB", body = ErrorBody),
+              (status = 415, description = "body not declared as application/json", body = ErrorBody),
+              (status = 503, description = "broker unavailable", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn put_thresholds(
     State(state): State<AppState>,
@@ -500,30 +523,66 @@ async fn put_thresholds(
 /// An alert raised by a person or an external system.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"zone": "nord", "sensor": "s1", "metric": "temp", "severity": "critical",
+    "message": "door left open", "value": 31.5, "threshold": 30.0}))]
 struct NewAlert {
     /// Zone name.
+    #[schema(
+        pattern = r"^(?!(heartbeat|alerts|status|config|deadletter)$)[a-z0-9][a-z0-9_-]{0,31}$"
+    )]
     zone: String,
     /// Sensor name, if the alert is about one sensor.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,31}$")]
     sensor: Option<String>,
     /// `temp`, `hum`, `silence` or `manual` (default).
     metric: Option<AlertKind>,
     /// `warning` or `critical`.
+    #[schema(value_type = AlertSeverity)]
     severity: AlertLevel,
     /// `raised` (default) or `cleared`.
     state: Option<AlertState>,
     /// Up to 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     message: String,
+    /// The measured value: -60..=100 for `temp`, 0..=100 for `hum`, -1e9..=1e9 otherwise.
     value: Option<f64>,
+    /// The bound crossed, in the same range as `value`.
     threshold: Option<f64>,
-    /// RFC 3339; default: now.
+    /// RFC 3339, between 1677-09-22 and 2262-04-11; default: now.
+    #[schema(format = DateTime)]
     timestamp: Option<String>,
+}
+
+/// Severity of an alert (a reading's level may also be `normal`, an alert's may not).
+// Only describes the OpenAPI document: handlers parse `AlertLevel` and refuse `normal`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum AlertSeverity {
+    Warning,
+    Critical,
+}
+
+/// Where `GET /zones/{zone}/latest` reads the InfluxDB side: the view refreshed every
+/// second (`cache`) or a direct Flux query (`influx`).
+// Only describes the OpenAPI document: the handler matches the strings.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum LatestSource {
+    Cache,
+    Influx,
 }
 
 /// Record an alert (bearer token): written to InfluxDB's `alerts` measurement and
 /// published on `entrepot/alerts/<zone>`. Answers 201 with the stored alert.
 #[utoipa::path(post, path = "/alerts", request_body = NewAlert,
-    responses((status = 201, body = Alert), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 201, body = Alert), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, description = "write routes disabled: serve was started without --api-token", body = ErrorBody),
+              (status = 413, description = "body larger than 64 KiB", body = ErrorBody),
+              (status = 415, description = "body not declared as application/json", body = ErrorBody),
+              (status = 503, description = "InfluxDB unavailable", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn post_alert(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let n: NewAlert = json_body(req).await?;
@@ -570,6 +629,14 @@ async fn post_alert(State(state): State<AppState>, req: Request) -> Result<Respo
                 ApiError::field("timestamp", format!("timestamp: {e} (expected RFC 3339)"))
             })?,
     };
+    // Found by schemathesis: a time InfluxDB cannot store made the write fail and the
+    // client got a 503 "InfluxDB unavailable" for its own bad input.
+    if !influx_can_store(timestamp) {
+        return Err(ApiError::field(
+            "timestamp",
+            format!("timestamp: {INFLUX_TIME_RANGE}"),
+        ));
+    }
     let alert = Alert {
         version: 1,
         id: Alert::make_id(AlertSource::Api, &zone, sensor.as_ref(), metric, timestamp),
@@ -608,11 +675,14 @@ struct AlertList {
 
 /// Alerts, newest first.
 #[utoipa::path(get, path = "/alerts",
-    params(("zone" = Option<String>, Query, description = "only this zone"),
-           ("severity" = Option<String>, Query, description = "`warning` or `critical`"),
-           ("since" = Option<String>, Query, description = "a duration back from now (e.g. 24h, the default) or an RFC 3339 time"),
-           ("limit" = Option<u32>, Query, description = "at most this many (1..=1000, default 100)")),
-    responses((status = 200, body = AlertList), (status = 400, body = ErrorBody)))]
+    params(("zone" = Option<String>, Query, pattern = r"^(?!(heartbeat|alerts|status|config|deadletter)$)[a-z0-9][a-z0-9_-]{0,31}$",
+                description = "only this zone"),
+           ("severity" = Option<AlertSeverity>, Query, description = "`warning` or `critical`"),
+           ("since" = Option<String>, Query, min_length = 1, example = "24h",
+                description = "a duration back from now from 1s to 31d (e.g. 24h, the default), or an RFC 3339 time not in the future (and after 1677-09-22)"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, example = 100, description = "at most this many (default 100)")),
+    responses((status = 200, body = AlertList), (status = 400, body = ErrorBody),
+              (status = 503, description = "InfluxDB unavailable", body = ErrorBody)))]
 async fn list_alerts(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
@@ -638,6 +708,17 @@ async fn list_alerts(
     let since = match params.get("since") {
         None => Since::Ago(Duration::from_secs(24 * 3600)),
         Some(s) => match DateTime::parse_from_rfc3339(s) {
+            // Found by schemathesis: a future time made an empty Flux range, and one
+            // InfluxDB cannot represent a query error, both answered 503.
+            Ok(t) if !influx_can_store(t.with_timezone(&Utc)) => {
+                return Err(ApiError::field(
+                    "since",
+                    format!("since: {INFLUX_TIME_RANGE}"),
+                ))
+            }
+            Ok(t) if t > Utc::now() => {
+                return Err(ApiError::field("since", "since: must not be in the future"))
+            }
             Ok(t) => Since::At(t.with_timezone(&Utc)),
             Err(_) => Since::Ago(parse_duration("since", s)?),
         },
@@ -686,15 +767,64 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "arng API", description = "Warehouse readings, thresholds and alerts (entrepot)."),
     paths(dashboard, health, ready, metrics, events, zones, zone_latest, zone_history, get_thresholds, put_thresholds, post_alert, list_alerts),
+    components(schemas(LatestSource, AlertSeverity)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+/// Zone names as [`Zone::new`] accepts them, for the OpenAPI document. utoipa wants a
+/// literal in its attributes, so the same text is written there too; a unit test
+/// checks that every zone parameter of the document carries exactly this one.
+const ZONE_PATTERN: &str =
+    r"^(?!(heartbeat|alerts|status|config|deadletter)$)[a-z0-9][a-z0-9_-]{0,31}$";
+
+/// The OpenAPI 3.1 document: [`ApiDoc`], plus the bounds that `Thresholds::validate`
+/// enforces on the shared domain types (whose derives describe only their shape), so
+/// that a client generating documents from the schema is told what is accepted.
+/// The nesting of a band's bounds (`critical_low < warning_low < warning_high <
+/// critical_high`, hysteresis under half the normal band) cannot be said in JSON
+/// Schema; the descriptions say it and the API answers 400 naming the field.
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let mut refine = |pointer: &str, extra: serde_json::Value| {
+        if let (Some(serde_json::Value::Object(target)), serde_json::Value::Object(extra)) =
+            (doc.pointer_mut(pointer), extra)
+        {
+            target.extend(extra);
+        }
+    };
+    let thresholds = "/components/schemas/Thresholds/properties";
+    refine(
+        &format!("{thresholds}/debounce"),
+        serde_json::json!({"minimum": 1, "maximum": 1000}),
+    );
+    refine(
+        &format!("{thresholds}/silence_after_s"),
+        serde_json::json!({"minimum": 1, "maximum": 7 * 24 * 3600}),
+    );
+    refine(
+        &format!("{thresholds}/zones/propertyNames"),
+        serde_json::json!({"pattern": ZONE_PATTERN}),
+    );
+    // A valid document to start from (the built-in defaults).
+    refine(
+        "/components/schemas/Thresholds",
+        serde_json::json!({"examples": [Thresholds::default()]}),
+    );
+    refine(
+        "/components/schemas/Band",
+        serde_json::json!({"description": "The four bounds of one metric, finite and strictly increasing \
+            (critical_low < warning_low < warning_high < critical_high), and the hysteresis \
+            applied when clearing (0 <= hysteresis < (warning_high - warning_low) / 2)."}),
+    );
+    doc
+}
 
 /// The OpenAPI 3.1 document of this API, generated from the code.
 async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+        serde_json::to_string_pretty(&openapi_document()).unwrap_or_default(),
     )
         .into_response()
 }
@@ -776,6 +906,56 @@ mod tests {
         }
         let html = render_docs(&doc, "localhost:8000");
         assert!(html.contains("/zones/{zone}/latest") && html.contains("bearer token"));
+    }
+
+    /// utoipa takes the zone pattern as a literal in each attribute: every copy must be
+    /// [`ZONE_PATTERN`], whose reserved words and length must be the domain's.
+    #[test]
+    fn every_zone_in_the_document_has_the_zone_pattern() {
+        let doc = openapi_document();
+        let mut zone_params = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for op in item.as_object().unwrap().values() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["name"] == "zone" {
+                        assert_eq!(p["schema"]["pattern"], ZONE_PATTERN, "{path}");
+                        zone_params += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(zone_params, 3, "latest, history and GET /alerts");
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["NewAlert"]["properties"]["zone"]["pattern"],
+            ZONE_PATTERN
+        );
+        assert_eq!(
+            schemas["Thresholds"]["properties"]["zones"]["propertyNames"]["pattern"],
+            ZONE_PATTERN
+        );
+        let reserved = ZONE_PATTERN
+            .split_once("(?!(")
+            .and_then(|(_, rest)| rest.split_once(")$)"))
+            .unwrap()
+            .0;
+        assert_eq!(
+            reserved.split('|').collect::<Vec<_>>(),
+            crate::domain::names::RESERVED_ZONES
+        );
+        let max = format!("{{0,{}}}$", crate::domain::names::MAX_NAME_LEN - 1);
+        assert!(ZONE_PATTERN.ends_with(&max), "{ZONE_PATTERN} vs {max}");
+    }
+
+    #[test]
+    fn influx_time_range_ends() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert!(influx_can_store(t("1677-09-22T00:00:00Z")));
+        assert!(influx_can_store(t("2262-04-11T00:00:00Z")));
+        assert!(influx_can_store(t("1970-01-01T00:00:00Z")));
+        assert!(!influx_can_store(t("1677-09-21T00:00:00Z")));
+        assert!(!influx_can_store(t("2262-04-12T00:00:00Z")));
+        assert!(!influx_can_store(t("0001-01-01T00:00:00Z")));
     }
 
     #[test]
