@@ -136,6 +136,12 @@ async fn influxdb_down_for_30s_loses_nothing_and_duplicates_nothing() {
     .await;
     assert_eq!(count_points(&db, "readings", "temp", "").await, 720);
     assert_complete(&db, 2, 120).await;
+    // Readings written from the spool are counted too (they once were not).
+    assert!(
+        ingest.metric("arng_ingest_readings_written_total") >= 720.0,
+        "{}",
+        ingest.metrics()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,6 +19,17 @@ use super::payload::{Heartbeat, Reading};
 
 /// Measurement of sensor readings.
 pub const READINGS: &str = "readings";
+
+/// Readings in a line-protocol body (lines of the [`READINGS`] measurement), for the
+/// counters of batches read back from ingest's disk spool.
+pub fn count_reading_lines(body: &str) -> u64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(READINGS)
+                .is_some_and(|rest| rest.starts_with(',') || rest.starts_with(' '))
+        })
+        .count() as u64
+}
 /// Measurement of zone heartbeats.
 pub const HEARTBEATS: &str = "heartbeats";
 
@@ -246,5 +257,15 @@ mod tests {
             heartbeat_point(&h).to_line().unwrap(),
             "heartbeats,zone=sud sensors=0i 1795850102000"
         );
+    }
+
+    #[test]
+    fn reading_lines_are_counted_by_measurement_name() {
+        let body = "readings,zone=nord,sensor=s1 temp=1 1\n\
+                    readings_extra,zone=nord temp=1 1\n\
+                    heartbeats,zone=nord alive=1i 1\n\
+                    readings,zone=sud,sensor=s2 temp=2 2\n";
+        assert_eq!(super::count_reading_lines(body), 2);
+        assert_eq!(super::count_reading_lines(""), 0);
     }
 }

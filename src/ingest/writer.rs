@@ -46,7 +46,7 @@ use crate::supervision::{LagWindow, SUPERVISION_INTERVAL};
 /// Attempts on the live path before a batch is spooled.
 const LIVE_ATTEMPTS: u32 = 3;
 /// Longest wait between two attempts to drain the spool.
-const MAX_DRAIN_DELAY: Duration = Duration::from_secs(30);
+const MAX_DRAIN_DELAY: Duration = Duration::from_secs(10);
 /// At most one log line per rejection reason in this interval.
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// On shutdown with a full spool, how long to keep trying before leaving the batch
@@ -725,6 +725,11 @@ impl Writer {
         };
         match self.write_split(&body).await {
             Ok(()) => {
+                // The spool keeps only line protocol: count its readings from it, so
+                // `readings_written` and the `ingest` statistics include them.
+                let readings = crate::domain::schema::count_reading_lines(&body);
+                self.metrics.readings_written.add(readings);
+                self.readings_in_window += readings;
                 if let Err(e) = self.spool.remove(&path) {
                     error!(error = %e, "cannot remove a drained spool file (it will be written again: harmless)");
                 }
