@@ -4,7 +4,9 @@
 //! The coverage-guided campaigns run with cargo-fuzz and libFuzzer (`fuzz/`, nightly
 //! Rust). This driver runs the very same checks (`fuzz/src/lib.rs`, included below) on
 //! any machine, for a time budget, so that CI fuzzes on every run: it replays the
-//! committed seed corpus (`fuzz/seeds/<target>/`, every file a regression input), then
+//! committed seed corpus (`fuzz/seeds/<target>/`, hand-written seeds and, in
+//! `libfuzzer/`, the inputs that covered new code in campaigns; every file a
+//! regression input), then
 //! alternates inputs generated from each format's grammar (`generate`) with byte
 //! mutations of inputs seen so far (`mutate`, using `fuzz/dict/<target>.dict`). With no
 //! coverage instrumentation on stable, an input joins the mutation pool when its
@@ -24,7 +26,7 @@ mod mutate;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,7 @@ const DEFAULT_SECONDS: f64 = 3.0;
 const MAX_LEN: usize = 8192;
 /// An input whose outcome has been seen fewer times than this joins the pool.
 const KEEP_PER_OUTCOME: u32 = 16;
+/// Inputs kept for mutation besides the seeds.
 const MAX_POOL: usize = 4096;
 /// Attempts spent shrinking a failing input before reporting it.
 const SHRINK_ATTEMPTS: usize = 4000;
@@ -111,11 +114,11 @@ fn campaign(name: &str, generate: fn(&mut Rng) -> Vec<u8>) {
                 let seen = outcomes.entry(label).or_insert(0);
                 *seen += 1;
                 if *seen <= KEEP_PER_OUTCOME {
-                    if pool.len() < MAX_POOL {
+                    if pool.len() < seeds.len() + MAX_POOL {
                         pool.push(input);
                     } else {
                         // Seeds stay; a random later input makes room.
-                        let i = seeds.len() + rng.below(MAX_POOL - seeds.len());
+                        let i = seeds.len() + rng.below(MAX_POOL);
                         pool[i] = input;
                     }
                 }
@@ -154,19 +157,31 @@ fn campaign(name: &str, generate: fn(&mut Rng) -> Vec<u8>) {
     }
 }
 
+/// Every file under `dir`, subfolders included (`libfuzzer/` holds what campaigns
+/// found), as libFuzzer reads a corpus.
 fn read_seeds(dir: &Path) -> Vec<Vec<u8>> {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the seed corpus {}: {e} (the campaign must not start from nothing)",
-            dir.display()
-        )
-    });
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    let mut paths = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let entries = std::fs::read_dir(&d).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the seed corpus {}: {e} (the campaign must not start from nothing)",
+                d.display()
+            )
+        });
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                paths.push(path);
+            }
+        }
+    }
     // Sorted, so that a seeded run replays the same sequence on any file system.
     paths.sort();
     let seeds: Vec<Vec<u8>> = paths
         .iter()
-        .filter(|p| p.is_file())
         .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .collect();
     assert!(!seeds.is_empty(), "no seed inputs in {}", dir.display());
