@@ -10,8 +10,8 @@
 # coverage, corpus) are printed. A crash stops that target, leaves the input in
 # fuzz/artifacts/<target>/ and makes this script exit non-zero.
 # To grow the committed seeds with what a campaign found (new coverage only):
-#   cargo +nightly fuzz cmin <target> ... or
-#   cargo +nightly fuzz run <target> -- -merge=1 fuzz/seeds/<target> fuzz/corpus/<target>
+#   cargo +nightly fuzz run <target> fuzz/seeds/<target>/libfuzzer fuzz/corpus/<target> \
+#       -- -merge=1 -max_len=8192
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
