@@ -69,4 +69,13 @@ step "cargo test (unit, property and integration tests)"
 cargo test --all-targets --locked ${CARGO_TEST_ARGS:-}
 cargo test --doc --locked
 
+# The payload, topic and annotated-CSV parsers, fuzzed for a bounded time on stable
+# Rust with the checks of the libFuzzer targets in fuzz/ (docs/reliability.md). It
+# prints executions and failures per target and fails on any failure; it needs no
+# nightly toolchain, so it always runs. ARNG_FUZZ_SECONDS is the budget per target
+# (the three run two at a time); ARNG_FUZZ_SEED replays a printed run.
+step "Bounded fuzzing: payload, topic, annotated CSV (${ARNG_FUZZ_SECONDS:-30} s per target)"
+rustfmt --check --edition 2021 fuzz/fuzz_targets/*.rs
+ARNG_FUZZ_SECONDS=${ARNG_FUZZ_SECONDS:-30} cargo test --locked --test fuzz -- --nocapture
+
 step "All checks passed"
