@@ -14,7 +14,8 @@
 #
 # Environment: ARNG_INFLUXD (use this influxd binary), ARNG_INFLUXD_VERSION,
 # ARNG_CACHE_DIR (see scripts/build-influxd.sh), CARGO_TEST_ARGS (extra arguments
-# for `cargo test`, e.g. a test name filter).
+# for `cargo test`, e.g. a test name filter), ARNG_FUZZ_SECONDS (fuzzing budget per
+# target, default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
