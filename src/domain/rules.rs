@@ -243,12 +243,23 @@ impl RuleEngine {
 
     /// Active alerts by severity (threshold and silence alerts).
     pub fn active(&self) -> ActiveCounts {
+        self.active_except(|_| false)
+    }
+
+    /// Like [`RuleEngine::active`], without the silence of sensors for which
+    /// `silence_expected` holds (the supervision probe publishes only during a check,
+    /// so its silence is not an alarm and its alerts are never emitted).
+    pub fn active_except(&self, silence_expected: impl Fn(&str) -> bool) -> ActiveCounts {
         let mut c = ActiveCounts::default();
         for s in self.metrics.values() {
             c.warning += u64::from(s.warning.active);
             c.critical += u64::from(s.critical.active);
         }
-        c.warning += self.sensors.values().filter(|s| s.silenced).count() as u64;
+        c.warning += self
+            .sensors
+            .iter()
+            .filter(|((_, sensor), s)| s.silenced && !silence_expected(sensor.as_str()))
+            .count() as u64;
         c.critical += self.zones.values().filter(|s| s.silenced).count() as u64;
         c
     }
@@ -423,6 +434,14 @@ mod tests {
             e.active(),
             ActiveCounts {
                 warning: 1,
+                critical: 1
+            }
+        );
+        // A sensor whose silence is expected (the supervision probe) is not counted.
+        assert_eq!(
+            e.active_except(|s| s == "s1"),
+            ActiveCounts {
+                warning: 0,
                 critical: 1
             }
         );

@@ -374,7 +374,7 @@ impl Writer {
     async fn on_tick(&mut self) {
         let alerts = self.engine.tick(&self.thresholds, Utc::now());
         self.emit_alerts(alerts).await;
-        let active = self.engine.active();
+        let active = self.engine.active_except(crate::supervision::is_probe);
         self.metrics
             .alerts_active("warning")
             .set(active.warning as f64);
