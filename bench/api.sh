@@ -41,108 +41,16 @@ prefill=${BENCH_PREFILL:-20}
 pause=${BENCH_PAUSE:-2}
 warmup=${BENCH_WARMUP:-10s}
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-# ----- tools ------------------------------------------------------------------------
-export PATH="$PATH:/usr/sbin"
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || die "cannot install $* (no apt-get): install it by hand"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  log "installing $*"
-  timeout 600 $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive timeout 600 $sudo apt-get install -y -qq "$@" >/dev/null \
-    || die "apt-get install $* failed"
-}
+bench_name=bench-api
+. bench/lib.sh
+bench_tools
 command -v wrk >/dev/null 2>&1 || apt_install wrk
-command -v mosquitto >/dev/null 2>&1 && command -v mosquitto_passwd >/dev/null 2>&1 \
-  || apt_install mosquitto mosquitto-clients
-command -v curl >/dev/null 2>&1 || apt_install curl
-if [ -z "${ARNG_INFLUXD:-}" ]; then
-  ARNG_INFLUXD=$(scripts/build-influxd.sh) || die "could not build influxd (see above)"
-fi
-[ -x "$ARNG_INFLUXD" ] || die "influxd binary $ARNG_INFLUXD is not executable"
+bench_influxd
+bench_arng
+bench_workdir arng-bench
 
-log "building arng (release)"
-timeout 1800 cargo build --release --quiet || die "cargo build --release failed"
-arng=$PWD/target/release/arng
-
-# ----- processes, cleanup -------------------------------------------------------------
-work=$(mktemp -d "${TMPDIR:-/tmp}/arng-bench.XXXXXX")
-pids=()
-wrk_pid=
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  [ -z "$wrk_pid" ] || kill "$wrk_pid" 2>/dev/null || true
-  # Newest first: serve and ingest before the servers they use.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill "${pids[i]}" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$status" -ne 0 ]; then
-    for f in "$work"/*.log; do
-      [ -f "$f" ] && { log "--- tail of $f"; tail -n 20 "$f" >&2; }
-    done
-  fi
-  if [ -n "${BENCH_KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A loopback port nothing listens on right now.
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port found"
-}
-
-# wait_until SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s.
-wait_until() {
-  local secs=$1 what=$2
-  shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what"
-    sleep 0.2
-  done
-}
-
-account() { grep "^$1:" mosquitto-conf/dev-accounts | head -n1 | cut -d: -f2-; }
-
-# ----- servers ----------------------------------------------------------------------------
-mqtt_port=$(free_port)
-scripts/broker-config.sh render mosquitto-conf/mosquitto.conf "$work/mqtt" "$mqtt_port"
-mosquitto -c "$work/mqtt/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=($!)
-wait_until 10 "mosquitto on $mqtt_port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$mqtt_port"
-
-influx_port=$(free_port)
-mkdir -p "$work/influxd"
-(
-  cd "$work/influxd"
-  INFLUXD_CONFIG_PATH="$work/influxd/no-config" exec "$ARNG_INFLUXD" \
-    --bolt-path "$work/influxd/influxd.bolt" --engine-path "$work/influxd/engine" \
-    --sqlite-path "$work/influxd/influxd.sqlite" \
-    --http-bind-address "127.0.0.1:$influx_port" --reporting-disabled --log-level warn
-) >"$work/influxd.log" 2>&1 &
-pids+=($!)
-influxd_pid=$!
-influx=http://127.0.0.1:$influx_port
-wait_until 60 "influxd on $influx_port" bash -c "curl -sf -m 2 $influx/health | grep -q '\"pass\"'"
-curl -sf -m 10 -X POST "$influx/api/v2/setup" -H 'Content-Type: application/json' \
-  -d '{"username":"admin","password":"admin-dev-password","org":"ares","bucket":"entrepot","token":"dev-token","retentionPeriodSeconds":0}' \
-  >/dev/null || die "influxd setup failed"
+start_mosquitto
+start_influxd
 
 export ARNG_MQTT_URL=mqtt://127.0.0.1:$mqtt_port
 export INFLUX_URL=$influx INFLUX_ORG=ares INFLUX_BUCKET=entrepot INFLUX_TOKEN=dev-token
@@ -195,23 +103,6 @@ to_ms() {
   }'
 }
 
-# CPU time a process has used, in clock ticks (user + system).
-clk_tck=$(getconf CLK_TCK)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
-# Waits (at most 30 s) until influxd and serve use less than 5 % of a core: the
-# previous round's queries are done and do not weigh on the next round.
-wait_idle() {
-  local before after
-  for _ in $(seq 30); do
-    before=$(($(cpu_ticks "$influxd_pid") + $(cpu_ticks "$serve_pid")))
-    sleep 1
-    after=$(($(cpu_ticks "$influxd_pid") + $(cpu_ticks "$serve_pid")))
-    [ $((after - before)) -gt $((clk_tck / 20)) ] || return 0
-  done
-  log "influxd/serve still busy after 30 s; going on"
-}
-
 # run_wrk URL OUT: one round, in this shell (so that an interrupted run stops wrk too);
 # sets rps, p99 (ms), errors and cpu_us (serve CPU per request, microseconds).
 run_wrk() {
@@ -223,9 +114,10 @@ run_wrk() {
   # cleanup stops wrk by its pid.
   timeout "$secs" wrk -t "$threads" -c "$connections" -d "$duration" --timeout 5s --latency "$1" \
     >"$out" 2>&1 &
-  wrk_pid=$!
+  local wrk_pid=$!
+  pids+=("$wrk_pid")
   wait "$wrk_pid" || die "wrk failed on $1: $(cat "$out")"
-  wrk_pid=
+  unset 'pids[-1]'
   cpu_after=$(cpu_ticks "$serve_pid")
   local requests
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
@@ -239,8 +131,6 @@ run_wrk() {
   [ -n "$rps" ] && [ -n "$p99" ] || die "cannot read wrk's output: $(cat "$out")"
   p99=$(to_ms "$p99")
 }
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 log "warm-up ($warmup per route)"
 duration_saved=$duration
@@ -259,7 +149,7 @@ for r in $(seq "$rounds"); do
   for source in cache influx; do
     if [ "$source" = cache ]; then url=$cache_url; else url=$influx_url; fi
     sleep "$pause"
-    wait_idle
+    wait_idle 30 "$influxd_pid" "$serve_pid"
     run_wrk "$url" "$work/wrk-$source-$r.txt"
     printf '%-6s %-7s %14.0f %12.2f %8s %15s us\n' "$r" "$source" "$rps" "$p99" "$errors" "$cpu_us"
     echo "$rps $p99 $errors $cpu_us" >>"$work/$source.dat"
