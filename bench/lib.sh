@@ -1,4 +1,4 @@
-# Shared pieces of the benchmarks that run their own servers (bench/ingest.sh, bench/api.sh,
+# Shared pieces of the benchmarks that run their own servers (bench/ingest.sh, bench/api.sh, scripts/api-fuzz.sh,
 # bench/vs-telegraf.sh). Sourced, not executed: `. bench/lib.sh` from the repository
 # root, after `set -euo pipefail`.
 #

@@ -36,14 +36,12 @@ checks=${FUZZ_CHECKS:-all}
 version=${FUZZ_SCHEMATHESIS_VERSION:-4.32.5}
 token=fuzz-token-$RANDOM$RANDOM
 
-log() { printf '[api-fuzz %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "$*"; exit 1; }
+bench_name=api-fuzz
+. bench/lib.sh
 [[ $examples =~ ^[0-9]+$ && $examples -gt 0 ]] || { echo "api-fuzz: FUZZ_EXAMPLES must be a positive integer" >&2; exit 2; }
 [[ $seed =~ ^[0-9]+$ ]] || { echo "api-fuzz: FUZZ_SEED must be an integer" >&2; exit 2; }
 
-export PATH="$PATH:/usr/sbin"
-command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null \
-  || die "mosquitto not found: apt-get install mosquitto (scripts/test.sh does it)"
+bench_tools
 
 # ----- schemathesis, in its own virtualenv ------------------------------------------------
 venv=${XDG_CACHE_HOME:-$HOME/.cache}/arng/venv-schemathesis
@@ -54,40 +52,21 @@ if ! "$st" --version 2>/dev/null | grep -q "$version"; then
   "$venv/bin/pip" install --quiet "schemathesis==$version" || die "pip install schemathesis==$version failed"
 fi
 
-if [ -n "${FUZZ_OUT:-}" ]; then mkdir -p "$FUZZ_OUT"; work=$(cd "$FUZZ_OUT" && pwd); keep=1
-else work=$(mktemp -d /tmp/arng-api-fuzz.XXXXXX); keep=0; fi
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$keep" = 1 ]; then log "reports and logs kept in $work"; else rm -rf "$work"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap "exit 130" INT TERM
+if [ -n "${FUZZ_OUT:-}" ]; then
+  mkdir -p "$FUZZ_OUT"; work=$(cd "$FUZZ_OUT" && pwd); BENCH_KEEP=1
+  trap bench_cleanup EXIT; trap 'exit 130' INT; trap 'exit 143' TERM
+else
+  bench_workdir arng-api-fuzz
+fi
+pw() { account "$1"; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pw() { sed -n "s/^$1://p" mosquitto-conf/dev-accounts; }
+bench_arng
+bench_influxd
+start_mosquitto
+start_influxd
+metrics_port=$(free_port); api_port=$(free_port)
 
-log "building arng (release)..."
-cargo build --release --quiet
-arng=$PWD/target/release/arng
-influxd=${ARNG_INFLUXD:-$(scripts/build-influxd.sh)}
-
-mport=$(free_port); iport=$(free_port); metrics_port=$(free_port); api_port=$(free_port)
-scripts/broker-config.sh render mosquitto-conf/mosquitto.conf "$work/mosquitto" "$mport" >/dev/null
-mosquitto -c "$work/mosquitto/mosquitto.conf" & pids+=($!)
-mkdir -p "$work/influxd"
-(cd "$work/influxd" && exec "$influxd" --bolt-path "$work/influxd/b" --engine-path "$work/influxd/e" \
-  --sqlite-path "$work/influxd/s.sqlite" --http-bind-address "127.0.0.1:$iport" \
-  --reporting-disabled --log-level warn >"$work/influxd.log" 2>&1) & pids+=($!)
-for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$iport/health" >/dev/null && break; sleep 0.5; done
-curl -sf -XPOST "http://127.0.0.1:$iport/api/v2/setup" \
-  -d '{"username":"admin","password":"admin-dev-password","org":"ares","bucket":"entrepot","token":"dev-token"}' >/dev/null \
-  || { cat "$work/influxd.log" >&2; die "influxd did not start"; }
-
-export ARNG_MQTT_URL="mqtt://127.0.0.1:$mport" INFLUX_URL="http://127.0.0.1:$iport" INFLUX_TOKEN=dev-token
+export ARNG_MQTT_URL="mqtt://127.0.0.1:$mqtt_port" INFLUX_URL="$influx" INFLUX_TOKEN=dev-token
 api="http://127.0.0.1:$api_port"
 ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$(pw ingest) RUST_LOG=arng=info \
   "$arng" ingest --metrics-port "$metrics_port" --spool-dir "$work/spool" >"$work/ingest.log" 2>&1 & pids+=($!)
@@ -172,7 +151,7 @@ if [ "$server_errors" -gt 0 ]; then
   grep -iE 'error|panic' "$work/serve.log" | tail -20 >&2
 fi
 if [ "$st_rc" -ne 0 ] || [ "$server_errors" -gt 0 ]; then
-  keep=1
+  BENCH_KEEP=1
   die "FAILED: schemathesis exit $st_rc, $server_errors server error(s) (reports in $work)"
 fi
 log "OK: no failure, no 5xx"
