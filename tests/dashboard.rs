@@ -303,6 +303,7 @@ fn reading(zone: &str, sensor: &str, seq: u64, ms: i64, temp: f64, hum: f64) -> 
         timestamp: chrono::DateTime::from_timestamp_millis(ms).unwrap(),
         temp,
         hum,
+        provenance: Default::default(),
     };
     (format!("entrepot/{zone}/{sensor}/v1"), r.to_json())
 }

@@ -333,6 +333,7 @@ mod tests {
             temp,
             hum: 40.0,
             alert_level: AlertLevel::Normal,
+            provenance: Default::default(),
         }
     }
 

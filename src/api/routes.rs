@@ -408,6 +408,7 @@ fn mqtt_to_reading(
         temp: m.temp,
         hum: m.hum,
         alert_level: m.alert_level,
+        provenance: Default::default(),
     }
 }
 

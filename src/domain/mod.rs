@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod flux;
+pub mod json;
 pub mod line_protocol;
 pub mod names;
 pub mod payload;
@@ -17,6 +18,6 @@ pub mod topic;
 
 pub use alert::{Alert, AlertKind, AlertSource, AlertState};
 pub use names::{NameError, SensorId, Zone};
-pub use payload::{AlertLevel, Heartbeat, PayloadError, Reading};
+pub use payload::{AlertLevel, Heartbeat, PayloadError, Provenance, ReadPolicy, Reading};
 pub use thresholds::{Metric, Thresholds};
 pub use topic::{Topic, TopicError};

@@ -189,6 +189,7 @@ mod tests {
             temp: 31.5,
             hum: 40.0,
             alert_level: AlertLevel::Critical,
+            provenance: Default::default(),
         };
         assert_eq!(
             reading_point(&r).to_line().unwrap(),

@@ -245,6 +245,7 @@ pub fn reading_msg(zone: &str, sensor: &str, seq: u64, ms: i64, temp: f64) -> (S
         temp,
         hum: 50.0,
         alert_level: arng::domain::AlertLevel::Normal,
+        provenance: Default::default(),
     };
     (format!("entrepot/{zone}/{sensor}/v1"), r.to_json())
 }
