@@ -74,6 +74,7 @@ pub fn stored_points(rows: &[Record]) -> Vec<StoredPoint> {
                 hum: r.f64("hum"),
                 alert_level: r.i64("alert_level").and_then(AlertLevel::from_code),
                 seq: r.i64("seq"),
+                stamped_by_ingest: r.str("stamped_by") == Some("ingest"),
             })
         })
         .collect()

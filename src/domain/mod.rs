@@ -6,6 +6,7 @@
 //! `store`) and the subcommands build on it. `docs/data-model.md` is the prose version.
 
 pub mod alert;
+pub mod deadletter;
 pub mod flux;
 pub mod json;
 pub mod line_protocol;
