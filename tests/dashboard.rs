@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use arng::domain::{Alert, AlertKind, AlertLevel, AlertSource, AlertState, SensorId, Zone};
-use common::chain::{count_points, now_ms, publish_all, IngestProc, ServeProc};
+use common::chain::{count_points, get_json, now_ms, publish_all, IngestProc, ServeProc};
 use common::eventually;
 use common::influxd::Influxd;
 use common::mosquitto::Mosquitto;
@@ -706,14 +706,7 @@ async fn dashboard_speaks_french_to_a_french_browser() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     eventually("nord in serve's view", Duration::from_secs(30), || async {
-        let v: Value = http
-            .get(format!("{}/zones/nord/latest", serve.url()))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v = get_json(&format!("{}/zones/nord/latest", serve.url())).await?;
         v["sensors"]
             .as_array()
             .is_some_and(|s| !s.is_empty())

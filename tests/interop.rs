@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::chain::{count_points, IngestProc, ServeProc};
+use common::chain::{count_points, get_json, IngestProc, ServeProc};
 use common::eventually;
 use common::influxd::Influxd;
 use common::mosquitto::{account, Mosquitto};
@@ -142,19 +142,11 @@ async fn a_paho_mqtt_sensor_written_the_labs_way_shows_in_the_rest_api() {
 
     // The REST API shows each zone, its heartbeat, and the last reading as published
     // (the last form has no timestamp: ingest dated it and says so).
-    let http = reqwest::Client::new();
     let zones: Value = eventually(
         "the three zones at GET /zones",
         Duration::from_secs(20),
         || async {
-            let v: Value = http
-                .get(format!("{}/zones", serve.url()))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let v = get_json(&format!("{}/zones", serve.url())).await?;
             let all = v
                 .as_array()?
                 .iter()
@@ -172,7 +164,7 @@ async fn a_paho_mqtt_sensor_written_the_labs_way_shows_in_the_rest_api() {
             &format!("the last reading of {zone} on both sides of /zones/{zone}/latest"),
             Duration::from_secs(20),
             || async {
-                let v: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+                let v = get_json(&url).await?;
                 let s = v["sensors"]
                     .as_array()?
                     .iter()

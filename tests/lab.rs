@@ -18,7 +18,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::chain::{count_points, now_ms, publish_all, reading_msg, IngestProc, ServeProc};
+use common::chain::{
+    count_points, get_json, now_ms, publish_all, reading_msg, IngestProc, ServeProc,
+};
 use common::influxd::Influxd;
 use common::mosquitto::{account, Mosquitto};
 use common::{describe, eventually, run_arng};
@@ -51,10 +53,6 @@ fn sh(line: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-async fn get_json(url: &str) -> Option<Value> {
-    reqwest::get(url).await.ok()?.json().await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]

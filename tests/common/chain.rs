@@ -393,6 +393,11 @@ impl Drop for ServeProc {
     }
 }
 
+/// GET `url` and its JSON body; `None` on any failure (for polling with `eventually`).
+pub async fn get_json(url: &str) -> Option<serde_json::Value> {
+    reqwest::get(url).await.ok()?.json().await.ok()
+}
+
 /// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     super::influxd::http(port, "GET", path, "")
