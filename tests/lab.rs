@@ -130,6 +130,36 @@ async fn the_labs_literal_test_message_shows_at_zones_nord_latest() {
         ingest.metric(r#"arng_ingest_rejected_total{reason="missing_field"}"#),
         0.0
     );
+
+    // The next reading carries its own timestamp: the InfluxDB side shows it, not
+    // the older stamped point (per-field last() then pivot gives both rows).
+    publish_all(
+        &broker,
+        "sensor-nord",
+        &[reading_msg("nord", "temp", 1, now_ms(), 31.5)],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    for source in ["", "?source=influx"] {
+        let url = format!("{latest}{source}");
+        let s = eventually(
+            "the timestamped reading on the InfluxDB side",
+            Duration::from_secs(20),
+            || async {
+                let v = get_json(&url).await?;
+                let s = v["sensors"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["sensor"] == "temp")?
+                    .clone();
+                (s["influx"]["temp"] == 31.5).then_some(s)
+            },
+        )
+        .await;
+        assert!(s["influx"].get("stamped_by").is_none(), "{url}: {s:#}");
+        assert_eq!(s["influx"]["seq"], 1, "{url}: {s:#}");
+        assert_eq!(s["in_sync"], true, "{url}: {s:#}");
+    }
 }
 
 /// A `mosquitto_sub` child printing `topic payload` lines (`-v`) into a file.
