@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::chain::{count_points, get_json, IngestProc, ServeProc};
+use common::chain::{count_points, get_json, latest_sensor, IngestProc, ServeProc};
 use common::eventually;
 use common::influxd::Influxd;
 use common::mosquitto::{account, Mosquitto};
@@ -164,12 +164,7 @@ async fn a_paho_mqtt_sensor_written_the_labs_way_shows_in_the_rest_api() {
             &format!("the last reading of {zone} on both sides of /zones/{zone}/latest"),
             Duration::from_secs(20),
             || async {
-                let v = get_json(&url).await?;
-                let s = v["sensors"]
-                    .as_array()?
-                    .iter()
-                    .find(|s| s["sensor"] == "th1")?
-                    .clone();
+                let s = latest_sensor(&url, "th1").await?;
                 (s["influx"]["temp"] == sent["temp"] && s["mqtt"]["temp"] == sent["temp"])
                     .then_some(s)
             },

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::chain::{
-    count_points, get_json, now_ms, publish_all, reading_msg, IngestProc, ServeProc,
+    count_points, latest_sensor, now_ms, publish_all, reading_msg, IngestProc, ServeProc,
 };
 use common::influxd::Influxd;
 use common::mosquitto::{account, Mosquitto};
@@ -72,12 +72,7 @@ async fn the_labs_literal_test_message_shows_at_zones_nord_latest() {
         "the lab's reading at GET /zones/nord/latest, InfluxDB side",
         Duration::from_secs(20),
         || async {
-            let v = get_json(&latest).await?;
-            let s = v["sensors"]
-                .as_array()?
-                .iter()
-                .find(|s| s["sensor"] == "temp")?
-                .clone();
+            let s = latest_sensor(&latest, "temp").await?;
             s["influx"].is_object().then_some(s)
         },
     )
@@ -146,12 +141,7 @@ async fn the_labs_literal_test_message_shows_at_zones_nord_latest() {
             "the timestamped reading on the InfluxDB side",
             Duration::from_secs(20),
             || async {
-                let v = get_json(&url).await?;
-                let s = v["sensors"]
-                    .as_array()?
-                    .iter()
-                    .find(|s| s["sensor"] == "temp")?
-                    .clone();
+                let s = latest_sensor(&url, "temp").await?;
                 (s["influx"]["temp"] == 31.5).then_some(s)
             },
         )

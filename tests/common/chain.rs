@@ -398,6 +398,16 @@ pub async fn get_json(url: &str) -> Option<serde_json::Value> {
     reqwest::get(url).await.ok()?.json().await.ok()
 }
 
+/// The entry of `sensor` in a `GET /zones/{zone}/latest` answer at `url`.
+pub async fn latest_sensor(url: &str, sensor: &str) -> Option<serde_json::Value> {
+    let v = get_json(url).await?;
+    v["sensors"]
+        .as_array()?
+        .iter()
+        .find(|s| s["sensor"] == sensor)
+        .cloned()
+}
+
 /// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     super::influxd::http(port, "GET", path, "")
