@@ -22,6 +22,8 @@ def main():
     p.add_argument("--password", default=env("MQTT_PASSWORD"))
     p.add_argument("--zones", default=env("ZONES", "nord,sud,est"))
     p.add_argument("--sensor", default=env("SENSOR", "th1"))
+    p.add_argument("--base-temp", type=float, default=float(env("BASE_TEMP", "18")),
+                   help="°C around which the readings vary (31: a critical zone)")
     p.add_argument("--period", type=float, default=float(env("PERIOD_S", "5")),
                    help="seconds between two readings of a sensor")
     p.add_argument("--heartbeat-period", type=float,
@@ -31,7 +33,7 @@ def main():
                    choices=["all", *FORMS], help="payload form (all: cycle through them)")
     a = p.parse_args()
 
-    configs = [SensorConfig(zone=z, sensor=a.sensor, seed=i)
+    configs = [SensorConfig(zone=z, sensor=a.sensor, base_temp=a.base_temp, seed=i)
                for i, z in enumerate(a.zones.split(","))]
     client = connect(a.host, a.port, a.username, a.password, f"tp-sensor-{os.getpid()}")
     sim = SensorSimulator(client, configs, form=a.form, heartbeat_period=a.heartbeat_period)
