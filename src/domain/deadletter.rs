@@ -3,9 +3,10 @@
 //! student at once why a message went nowhere.
 //!
 //! ```json
-//! {"version":1,"reason":"missing_field","field":"temp","error":"field \"temp\" is missing",
-//!  "topic":"entrepot/nord/temp/v1","payload":"{\"hum\":44.0}","payload_bytes":12,
-//!  "payload_truncated":false,"instance":"arng-ingest","received_at":"2026-11-28T09:15:02.125Z"}
+//! {"error":"field \"temp\" is missing","field":"temp","instance":"arng-ingest",
+//!  "payload":"{\"hum\":44.0}","payload_bytes":12,"payload_truncated":false,
+//!  "reason":"missing_field","received_at":"2026-11-28T09:15:02.125Z",
+//!  "topic":"entrepot/nord/temp/v1","version":1}
 //! ```
 //!
 //! Bounded whatever the input: the payload copy is cut to [`MAX_PAYLOAD_COPY_BYTES`]
