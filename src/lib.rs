@@ -35,3 +35,4 @@ pub mod sim;
 pub mod stats;
 pub mod store;
 pub mod supervision;
+pub mod tls;
