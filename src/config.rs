@@ -117,6 +117,11 @@ pub fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A zone name as the contract allows it (lowercase ASCII letters, digits, `_`, `-`).
+pub fn parse_zone(s: &str) -> Result<crate::domain::Zone, String> {
+    crate::domain::Zone::new(s).map_err(|e| e.to_string())
+}
+
 fn parse_non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         Err("must not be empty".into())

@@ -12,8 +12,7 @@ use crate::api::{self, ApiOptions, AppState};
 use crate::config::{InfluxArgs, MqttArgs, Secret};
 use crate::metrics::Registry;
 use crate::store::InfluxClient;
-
-use super::ingest::parse_positive_duration;
+use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -103,7 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     ));
     tokio::spawn(api::supervise::run(state.clone(), api::supervise::INTERVAL));
     info!(%addr, broker = %args.mqtt.url, influx = %args.influx.url, "API on http://{addr} (docs: /docs)");
-    api::serve(listener, state, super::shutdown_signal())
+    api::serve(listener, state, crate::shutdown::signal())
         .await
         .context("API server failed")?;
     info!("API stopped");

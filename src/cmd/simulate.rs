@@ -1281,11 +1281,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let stop_tx = stop_tx.clone();
         let interrupted = interrupted.clone();
         async move {
-            super::shutdown_signal().await;
+            crate::shutdown::signal().await;
             interrupted.store(true, Relaxed);
             info!("signal received: stopping, then waiting for acknowledgements (signal again to skip)");
             stop_tx.send_replace(true);
-            super::shutdown_signal().await;
+            crate::shutdown::signal().await;
             warn!("second signal: not waiting for acknowledgements");
             give_up_tx.send_replace(true);
         }
