@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod probe;
+pub mod qos;
 pub mod report;
 pub mod shutdown;
 pub mod sim;
