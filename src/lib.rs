@@ -23,6 +23,7 @@
 //! `src/main.rs` only parses the command line and maps errors to exit codes.
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod cmd;
 pub mod config;
