@@ -306,6 +306,30 @@ pub struct ApiArgs {
     pub token: Option<Secret>,
 }
 
+/// The broker and InfluxDB: what `ingest`, `serve` and `doctor` connect to.
+#[derive(Debug, Clone, Args)]
+pub struct Backends {
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+
+    #[command(flatten)]
+    pub influx: InfluxArgs,
+}
+
+/// The whole chain as its clients see it (`check-e2e`, `latency`): the broker,
+/// InfluxDB and the arng API.
+#[derive(Debug, Clone, Args)]
+pub struct Chain {
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+
+    #[command(flatten)]
+    pub influx: InfluxArgs,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

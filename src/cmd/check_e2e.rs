@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{parse_zone, ApiArgs, InfluxArgs, MqttArgs};
+use crate::config::{parse_zone, Chain};
 use crate::domain::Zone;
 use crate::probe::check::E2eCheck;
 use crate::units::parse_positive_duration;
@@ -34,20 +34,12 @@ pub struct Args {
 
     // Last: clap's help headings of these groups carry over to later options.
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
-
-    #[command(flatten)]
-    pub api: ApiArgs,
+    pub chain: Chain,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let check = E2eCheck {
-        mqtt: args.mqtt,
-        influx: args.influx,
-        api: args.api,
+        chain: args.chain,
         zone: args.zone,
         timeout: args.timeout,
         heartbeat_max_age: args.heartbeat_max_age,

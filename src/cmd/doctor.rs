@@ -7,16 +7,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{InfluxArgs, MqttArgs};
+use crate::config::Backends;
 use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
+    pub backends: Backends,
 
     /// How long to wait for each service.
     #[arg(long, default_value = "5s", value_parser = parse_positive_duration, value_name = "DURATION")]
@@ -28,7 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let report = crate::probe::reach::check(&args.mqtt, &args.influx, args.timeout).await;
+    let report = crate::probe::reach::check(&args.backends, args.timeout).await;
     if args.json {
         println!("{}", report.to_json());
     } else {

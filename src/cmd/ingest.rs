@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
-use crate::config::{InfluxArgs, MqttArgs};
+use crate::config::Backends;
 use crate::domain::names::validate_name;
 use crate::domain::Thresholds;
 use crate::ingest::{IngestConfig, IngestMetrics};
@@ -20,10 +20,7 @@ use crate::units::{parse_positive_duration, parse_size};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
+    pub backends: Backends,
 
     /// MQTT client id. Keep it stable: the broker holds this session's messages while
     /// ingest is down and delivers them when it returns. Each process of a shared
@@ -151,8 +148,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_spool_dir(&args.client_id));
     let cfg = IngestConfig {
-        mqtt: args.mqtt,
-        influx: args.influx,
+        mqtt: args.backends.mqtt,
+        influx: args.backends.influx,
         client_id: args.client_id,
         share_group: args.share_group,
         batch_size: args.batch_size as usize,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::{parse_zone, ApiArgs, InfluxArgs, MqttArgs};
+use crate::config::{parse_zone, Chain};
 use crate::domain::Zone;
 use crate::probe::latency::{render_table, LatencyRun};
 use crate::units::parse_positive_duration;
@@ -44,21 +44,13 @@ pub struct Args {
 
     // Last: clap's help headings of these groups carry over to later options.
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
-
-    #[command(flatten)]
-    pub api: ApiArgs,
+    pub chain: Chain,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bar = progress(&args);
     let measurement = LatencyRun {
-        mqtt: args.mqtt,
-        influx: args.influx,
-        api: args.api,
+        chain: args.chain,
         zone: args.zone,
         samples: args.samples,
         duration: args.duration,

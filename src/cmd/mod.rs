@@ -16,3 +16,18 @@ pub mod simulate;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// A command's `Args` parsed from `argv` (without the program name), as clap would
+/// parse them on the command line: for the commands' unit tests.
+#[cfg(test)]
+pub(crate) fn parse_args<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Command<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    let argv = std::iter::once("arng").chain(argv.iter().copied());
+    Command::<A>::try_parse_from(argv).map(|c| c.args)
+}

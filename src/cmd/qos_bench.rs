@@ -209,18 +209,9 @@ fn progress_bar(plan: &Plan, qos: u8) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser, Debug)]
-    struct T {
-        #[command(flatten)]
-        args: Args,
-    }
-
-    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        let mut v = vec!["t"];
-        v.extend_from_slice(args);
-        T::try_parse_from(v).map(|t| t.args)
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        crate::cmd::parse_args(argv)
     }
 
     #[test]

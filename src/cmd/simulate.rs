@@ -223,20 +223,11 @@ mod tests {
     use super::*;
     use crate::sim::plan::sensor_index;
     use crate::sim::{FAULT_SYNTAX, SCENARIO_SYNTAX};
-    use clap::Parser;
     use rumqttc::QoS;
 
-    #[derive(Parser, Debug)]
-    struct T {
-        #[command(flatten)]
-        args: Args,
-    }
-
-    fn plan(args: &[&str]) -> Result<Plan, String> {
-        let mut argv = vec!["t"];
-        argv.extend_from_slice(args);
-        let t = T::try_parse_from(argv).map_err(|e| e.to_string())?;
-        Plan::new(options(t.args)).map_err(|e| e.to_string())
+    fn plan(argv: &[&str]) -> Result<Plan, String> {
+        let args: Args = crate::cmd::parse_args(argv).map_err(|e| e.to_string())?;
+        Plan::new(options(args)).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::influx::{last_heartbeats, probe_in_influx};
 use super::prober::RETAINED_WAIT;
 use super::{ms, poll, ApiClient, ProbeError, Prober};
-use crate::config::{ApiArgs, InfluxArgs, MqttArgs};
+use crate::config::Chain;
 use crate::domain::schema::READINGS;
 use crate::domain::topic::{Topic, THRESHOLDS_TOPIC};
 use crate::domain::{Alert, AlertKind, AlertLevel, AlertState, Thresholds, Zone};
@@ -57,9 +57,8 @@ const ALERT_HOPS: [&str; 3] = [HOP_ALERT_MQTT, HOP_ALERT_REST, HOP_ALERT_CLEARED
 /// One run of the check: where everything is and how long each hop may take.
 #[derive(Debug, Clone)]
 pub struct E2eCheck {
-    pub mqtt: MqttArgs,
-    pub influx: InfluxArgs,
-    pub api: ApiArgs,
+    /// Where the broker, InfluxDB and the API are.
+    pub chain: Chain,
     /// Zone of the probes; `None`: the first zone `GET /zones` lists.
     pub zone: Option<Zone>,
     /// How long each hop may take (more than zero).
@@ -86,8 +85,8 @@ impl E2eCheck {
 
 async fn check(args: &E2eCheck) -> Report {
     let timeout = args.timeout;
-    let api = ApiClient::new(&args.api, timeout);
-    let influx = InfluxClient::with_timeout(&args.influx, timeout);
+    let api = ApiClient::new(&args.chain.api, timeout);
+    let influx = InfluxClient::with_timeout(&args.chain.influx, timeout);
     let mut hops = Vec::new();
 
     // The API first: it names the zones (probe zone, heartbeat check).
@@ -118,7 +117,7 @@ async fn check(args: &E2eCheck) -> Report {
     let client_id = format!("arng-check-e2e-{}", std::process::id());
     let mut prober = match (
         &zone,
-        Prober::connect(&args.mqtt, &client_id, timeout).await,
+        Prober::connect(&args.chain.mqtt, &client_id, timeout).await,
     ) {
         (_, Err(e)) => {
             hops.push(Check::fail(HOP_PUBLISH, None, e.to_string()));

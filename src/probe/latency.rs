@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::influx::{last_heartbeats, probe_in_influx};
 use super::prober::RETAINED_WAIT;
 use super::{poll, ApiClient, ProbeError, Prober, POLL_EVERY};
-use crate::config::{ApiArgs, InfluxArgs, MqttArgs};
+use crate::config::Chain;
 use crate::domain::topic::THRESHOLDS_TOPIC;
 use crate::domain::{AlertLevel, Zone};
 use crate::store::InfluxClient;
@@ -142,9 +142,8 @@ pub struct LatencyReport {
 /// One measurement: where everything is, which zone, how many probes.
 #[derive(Debug, Clone)]
 pub struct LatencyRun {
-    pub mqtt: MqttArgs,
-    pub influx: InfluxArgs,
-    pub api: ApiArgs,
+    /// Where the broker, InfluxDB and the API are.
+    pub chain: Chain,
     /// Zone of the probes; `None`: the first zone `GET /zones` lists.
     pub zone: Option<Zone>,
     /// Probes to measure, one at a time (unless `duration` is set).
@@ -161,8 +160,8 @@ impl LatencyRun {
     /// Publishes the probes one at a time and times each on every path. `bar` moves
     /// by one per probe (or per second with `duration`); its message counts losses.
     pub async fn run(&self, bar: &ProgressBar) -> Result<LatencyReport, ProbeError> {
-        let api = ApiClient::new(&self.api, self.timeout);
-        let influx = InfluxClient::with_timeout(&self.influx, self.timeout);
+        let api = ApiClient::new(&self.chain.api, self.timeout);
+        let influx = InfluxClient::with_timeout(&self.chain.influx, self.timeout);
         let zone = match self.zone.clone() {
             Some(z) => z,
             None => api
@@ -173,7 +172,7 @@ impl LatencyRun {
                 .ok_or(ProbeError::NoZoneToProbe)?,
         };
         let client_id = format!("arng-latency-{}", std::process::id());
-        let mut prober = Prober::connect(&self.mqtt, &client_id, self.timeout).await?;
+        let mut prober = Prober::connect(&self.chain.mqtt, &client_id, self.timeout).await?;
         prober
             .subscribe(
                 vec![(THRESHOLDS_TOPIC.to_owned(), QoS::AtLeastOnce)],

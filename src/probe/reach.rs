@@ -7,14 +7,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ms;
-use crate::config::{InfluxArgs, MqttArgs};
+use crate::config::{Backends, MqttArgs};
 use crate::report::{Check, Report};
 use crate::store::InfluxClient;
 
 /// Runs the three checks, each within `timeout`.
-pub async fn check(mqtt: &MqttArgs, influx: &InfluxArgs, timeout: Duration) -> Report {
-    let mut checks = vec![check_broker(mqtt, timeout).await];
-    let influx = InfluxClient::with_timeout(influx, timeout);
+pub async fn check(backends: &Backends, timeout: Duration) -> Report {
+    let mut checks = vec![check_broker(&backends.mqtt, timeout).await];
+    let influx = InfluxClient::with_timeout(&backends.influx, timeout);
     checks.push(check_influx_health(&influx).await);
     checks.push(check_bucket(&influx).await);
     Report::new(checks)
