@@ -1,6 +1,6 @@
 //! One QoS level, end to end: subscribers first (each confirmed by its SUBACK), then
 //! the publishers on a shared start time, then the wait for stragglers, and the
-//! histograms merged. The [`Clock`] all tasks share stamps payloads and receptions.
+//! histograms merged. The `Clock` all tasks share stamps payloads and receptions.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

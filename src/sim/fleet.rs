@@ -1,8 +1,8 @@
-//! The simulated fleet at work: one [`Generator`] per connection paces the readings
+//! The simulated fleet at work: one `Generator` per connection paces the readings
 //! of its share of the sensors, spread evenly across the interval, and hands them to
 //! its [`Link`], awaiting when the connection's queue is full (back-pressure, never a
 //! drop); sensors publish their own alerts when a metric changes level; the zones'
-//! retained [`heartbeats`] go out on a real timer. Counters per zone are shared with
+//! retained `heartbeats` go out on a real timer. Counters per zone are shared with
 //! the reporter and the summary.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

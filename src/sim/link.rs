@@ -1,5 +1,5 @@
 //! The simulator's reconnecting publisher: one [`Link`] per MQTT connection, driven by
-//! [`drive`], which polls rumqttc's event loop without pause. It reconnects with
+//! `drive`, which polls rumqttc's event loop without pause. It reconnects with
 //! capped exponential backoff and jitter ([`crate::backoff`]), announces `online`
 //! (retained) on every (re)connection, re-sends what was queued or in flight when a
 //! connection dropped (rumqttc would discard it on a clean session), and counts

@@ -11,7 +11,7 @@
 //!   dropped connection held;
 //! - [`fleet`]: the generators that pace readings and alerts, and the heartbeats;
 //! - [`reporter`]: the per-cycle log line, the progress bar, the summary;
-//! - [`run`]: a whole run, from connecting to the last acknowledgement.
+//! - [`run`](mod@run): a whole run, from connecting to the last acknowledgement.
 //!
 //! One task per connection driver, per generator, for the heartbeats and for the
 //! reporter, so that a slow part never stalls another.
