@@ -26,7 +26,7 @@
 //!   with [`probe::prober`] (the MQTT probe client), [`probe::api`] (a REST client) and
 //!   [`probe::influx`] (probe and heartbeat queries).
 //! - [`qos`]: the QoS benchmark (`arng qos-bench`): [`qos::plan`], [`qos::run`] (one
-//!   level), [`qos::publisher`], [`qos::subscriber`], [`qos::payload`], [`qos::report`],
+//!   level), [`qos::clock`], [`qos::publisher`], [`qos::subscriber`], [`qos::payload`], [`qos::report`],
 //!   [`qos::render`] (table, CSV), [`qos::chart`] (SVG).
 //!
 //! Edges (I/O) and what they share:

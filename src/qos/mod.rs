@@ -13,13 +13,14 @@
 //! figures and the pairing.
 //!
 //! - [`plan`]: the options checked together, the flags' value parsers, run names;
-//! - [`run`]: one level end to end, and the clock its tasks share;
+//! - [`run`]: one level end to end; [`clock`]: the clock its tasks share;
 //! - [`subscriber`], [`publisher`]: the tasks;
 //! - [`payload`]: the bench's binary header;
 //! - [`report`]: a level's figures (the JSON object);
 //! - [`render`]: table and CSV; [`chart`]: the SVG latency chart.
 
 pub mod chart;
+pub mod clock;
 pub mod payload;
 pub mod plan;
 pub mod publisher;

@@ -1,11 +1,12 @@
 //! The benchmark's plan: the options checked against each other before anything
-//! connects ([`Plan::new`]), the value parsers of `arng qos-bench`'s flags, and the
-//! names of a run (topics, client ids) so that two runs never meet.
+//! connects ([`Plan::new`]), the value parsers of `arng qos-bench`'s flags, the names
+//! of a run (topics, client ids) so that two runs never meet, and how the run's MQTT
+//! clients are made and closed.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rumqttc::{AsyncClient, EventLoop, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, QoS};
 
 use super::payload;
 use crate::config::MqttArgs;
@@ -251,6 +252,19 @@ impl Plan {
         }
         (client, eventloop)
     }
+}
+
+/// Sends DISCONNECT and drives the loop until it is written (bounded in time).
+pub(crate) async fn close(client: AsyncClient, mut eventloop: EventLoop) {
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Ok(ev) = eventloop.poll().await {
+            if ev == Event::Outgoing(Outgoing::Disconnect) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

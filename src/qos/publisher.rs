@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet};
 use tokio::sync::Notify;
 
+use super::clock::Clock;
 use super::payload;
 use super::plan::{to_qos, Plan, Stop, CLOSE_TIMEOUT};
-use super::run::Clock;
 use crate::stats::{Histogram, RateSchedule};
 
 #[derive(Default)]

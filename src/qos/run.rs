@@ -1,50 +1,20 @@
 //! One QoS level, end to end: subscribers first (each confirmed by its SUBACK), then
 //! the publishers on a shared start time, then the wait for stragglers, and the
-//! histograms merged. The `Clock` all tasks share stamps payloads and receptions.
+//! histograms merged.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use indicatif::ProgressBar;
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing};
 use tokio::task::JoinHandle;
 
-use super::plan::{Plan, CLOSE_TIMEOUT, LINGER, TOPIC_ROOT};
+use super::clock::Clock;
+use super::plan::{close, Plan, LINGER, TOPIC_ROOT};
 use super::publisher::{run_publisher, PubOutcome};
 use super::subscriber::{join_subscribers, start_subscriber, stop_subscribers, SubOutcome};
 use crate::stats::Histogram;
-
-/// Wall-clock nanoseconds derived from a monotonic clock: comparable between the
-/// tasks of this process (publishers and subscribers share it) and immune to clock
-/// steps during a run, while still meaning "Unix time" in the payload.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    pub(crate) origin: Instant,
-    pub(crate) origin_unix_ns: u64,
-}
-
-impl Clock {
-    pub(crate) fn start() -> Clock {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Clock {
-            origin: Instant::now(),
-            origin_unix_ns: unix,
-        }
-    }
-
-    pub(crate) fn now_ns(&self) -> u64 {
-        self.origin_unix_ns + self.origin.elapsed().as_nanos() as u64
-    }
-
-    pub(crate) fn instant_at(&self, unix_ns: u64) -> tokio::time::Instant {
-        let after = Duration::from_nanos(unix_ns.saturating_sub(self.origin_unix_ns));
-        tokio::time::Instant::from_std(self.origin + after)
-    }
-}
 
 /// Everything measured at one QoS level.
 pub struct LevelRun {
@@ -217,17 +187,4 @@ async fn run_level(plan: Arc<Plan>, qos: u8, clock: Clock, bar: ProgressBar) -> 
         raw,
         ack,
     }
-}
-
-/// Sends DISCONNECT and drives the loop until it is written (bounded in time).
-pub(crate) async fn close(client: AsyncClient, mut eventloop: EventLoop) {
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while let Ok(ev) = eventloop.poll().await {
-            if ev == Event::Outgoing(Outgoing::Disconnect) {
-                break;
-            }
-        }
-    })
-    .await;
 }

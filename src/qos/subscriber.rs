@@ -12,9 +12,9 @@ use indicatif::ProgressBar;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, SubscribeReasonCode};
 use tokio::task::JoinHandle;
 
+use super::clock::Clock;
 use super::payload;
-use super::plan::{to_qos, Plan, CLOSE_TIMEOUT};
-use super::run::{close, Clock};
+use super::plan::{close, to_qos, Plan, CLOSE_TIMEOUT};
 use crate::stats::{self, Arrival, Histogram, SequenceTracker};
 
 #[derive(Default)]
