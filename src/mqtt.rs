@@ -7,6 +7,9 @@
 //! it themselves or hand it back. Every client is built by [`options`] and [`client`],
 //! so TLS settings and TCP_NODELAY apply to all of them.
 
+pub mod dual;
+pub mod v5;
+
 use std::time::Duration;
 
 use rumqttc::{
