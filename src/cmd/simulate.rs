@@ -3,8 +3,9 @@
 //! heatwave scenario on demand. The simulator is [`crate::sim`]'s; this command checks
 //! the options, shows a progress bar on a terminal and prints the summary.
 //!
-//! Exit 0 when everything was acknowledged, 1 otherwise or when the broker could not
-//! be reached within `--connect-timeout`, 2 on bad usage. docs/simulate.md is the
+//! Exit 0 when everything was acknowledged, 1 otherwise (a message the broker
+//! refused, one left unacknowledged) or when the broker could not be reached within
+//! `--connect-timeout`, 2 on bad usage. docs/simulate.md is the
 //! user's guide.
 
 use std::io::IsTerminal;
@@ -55,7 +56,10 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
 
-    /// QoS of the readings. Heartbeats are always QoS 0, alerts and status QoS 1.
+    /// QoS of the readings. Heartbeats are always QoS 0, alerts and status QoS 1. With
+    /// MQTT 5 (used when the broker offers it) the broker answers a QoS 1/2 message
+    /// it refuses (ACL) with a reason code: the run counts it and exits 1. At QoS 0
+    /// the broker never answers, so a refused reading cannot be detected.
     #[arg(long, default_value_t = 1, value_name = "0|1|2",
           value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
@@ -116,7 +120,8 @@ pub struct Args {
     pub ack_timeout: Duration,
 
     /// Print a JSON summary on stdout at exit (published per zone, acknowledged,
-    /// alerts, heartbeats, duration, rate).
+    /// refused by the broker with the refused topics, alerts, heartbeats, duration,
+    /// rate).
     #[arg(long)]
     pub json: bool,
 
@@ -182,8 +187,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         println!("{summary}");
     } else {
+        let refused = if summary["refusals_detectable"] == true {
+            format!(", {} refused by the broker", summary["messages_refused"])
+        } else {
+            format!(
+                ", {} refused by the broker (refusals of QoS 0 messages, or over MQTT 3.1.1, cannot be seen)",
+                summary["messages_refused"]
+            )
+        };
         println!(
-            "published {} readings, {} alerts, {} heartbeats in {:.1} s ({:.0} readings/s); {} of {} messages acknowledged",
+            "published {} readings, {} alerts, {} heartbeats in {:.1} s ({:.0} readings/s); {} of {} messages acknowledged{refused}",
             summary["readings"],
             summary["alerts"],
             summary["heartbeats"],

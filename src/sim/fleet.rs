@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use rumqttc::{ClientError, QoS};
+use rumqttc::QoS;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::warn;
@@ -22,6 +22,7 @@ use crate::domain::alert::{Alert, AlertKind, AlertSource, AlertState};
 use crate::domain::payload::{AlertLevel, Heartbeat, Reading};
 use crate::domain::thresholds::{Metric, Thresholds, ZoneThresholds};
 use crate::domain::{SensorId, Topic, Zone};
+use crate::mqtt::dual::ClientError;
 
 #[derive(Default)]
 pub(crate) struct ZoneStats {

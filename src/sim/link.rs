@@ -3,30 +3,33 @@
 //! capped exponential backoff and jitter ([`crate::backoff`]), announces `online`
 //! (retained) on every (re)connection, re-sends what was queued or in flight when a
 //! connection dropped (rumqttc would discard it on a clean session), and counts
-//! acknowledgements, so that the end of a run knows what the broker holds.
+//! acknowledgements and refusals, so that the end of a run knows what the broker
+//! holds. It speaks MQTT 5 where the broker offers it ([`crate::mqtt::dual`]): a
+//! message the broker refuses (ACL) is then counted per topic instead of passing for
+//! acknowledged.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ClientError, ConnectionError, Event, EventLoop, LastWill, Outgoing, Packet,
-    Publish, QoS, Request,
-};
+use rumqttc::QoS;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::plan::LinkPlan;
+use super::refusals::Refusals;
 use super::SimError;
 use crate::backoff::Backoff;
 use crate::domain::Topic;
+use crate::mqtt::dual::{self, ClientError, Event, EventLoop, First, Protocol, Setup, Will};
+use crate::mqtt::v5::Refusal;
 
 /// Readings a connection may queue before its generator waits. Large enough to ride
 /// out a scheduling hiccup at 50,000 messages/s, small enough to bound memory.
 pub(crate) const QUEUE_CAPACITY: usize = 8192;
-/// QoS 1/2 messages in flight per connection before rumqttc waits for acks.
+/// QoS 1/2 messages in flight per connection before rumqttc waits for acks (MQTT 5:
+/// at most the broker's Receive Maximum, Mosquitto's `max_inflight_messages`).
 pub(crate) const INFLIGHT: u16 = 1000;
 /// Reconnection backoff: first delay, doubled per failed attempt, up to the cap.
 pub(crate) const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -49,13 +52,19 @@ pub(crate) enum LinkState {
 /// One MQTT connection, as the tasks see it.
 pub struct Link {
     pub(crate) client_id: String,
+    /// The broker account (`--mqtt-username`), named when the broker refuses messages.
+    pub(crate) account: Option<String>,
     pub(crate) status_topic: String,
-    pub(crate) client: AsyncClient,
+    pub(crate) client: dual::Client,
     /// Messages handed to the connection.
     pub(crate) sent: AtomicU64,
     /// Of those, acknowledged by the broker (QoS 1: PUBACK, QoS 2: PUBCOMP) or, for
     /// QoS 0, written to the socket.
     pub(crate) acked: AtomicU64,
+    /// Of those, refused by the broker (MQTT 5 reason code ≥ 0x80); per topic in
+    /// `refusals`.
+    pub(crate) refused: AtomicU64,
+    pub(crate) refusals: Mutex<Refusals>,
     pub(crate) reconnects: AtomicU64,
     /// Reading slots its generator has gone through (published or dropped).
     pub(crate) produced: AtomicU64,
@@ -76,10 +85,40 @@ impl Link {
         Ok(())
     }
 
+    /// Messages neither acknowledged nor refused yet.
     pub(crate) fn unacked(&self) -> u64 {
         self.sent
             .load(Relaxed)
-            .saturating_sub(self.acked.load(Relaxed))
+            .saturating_sub(self.acked.load(Relaxed) + self.refused.load(Relaxed))
+    }
+
+    /// The account as a log line names it.
+    pub(crate) fn account(&self) -> &str {
+        self.account.as_deref().unwrap_or("(none)")
+    }
+
+    pub(crate) fn refusals(&self) -> Refusals {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Counts a refusal; the first one of each topic (up to the kept topics) is logged.
+    fn refuse(&self, topic: Option<&str>, refusal: &Refusal) {
+        let first = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(topic, refusal);
+        self.refused.fetch_add(1, Relaxed);
+        if first {
+            warn!(
+                "the broker refused a message on {}: {refusal} for account {}",
+                topic.unwrap_or("?"),
+                self.account()
+            );
+        }
     }
 }
 
@@ -88,28 +127,30 @@ pub(crate) fn open_link(plan: &LinkPlan, connect_timeout: Duration) -> (Arc<Link
         client: plan.client_id.clone(),
     }
     .to_string();
-    let mut options = crate::mqtt::options(&plan.mqtt, &plan.client_id);
-    // The broker publishes this if the connection dies without a DISCONNECT.
-    options.set_last_will(LastWill::new(
-        status_topic.clone(),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
-    options.set_inflight(INFLIGHT);
-    // A clean session: what was in flight is re-sent by the driver itself (below),
-    // so no session is left behind on the broker by a short-lived simulator.
-    options.set_clean_session(true);
-    let (client, mut eventloop) = crate::mqtt::client(options, QUEUE_CAPACITY);
-    let mut network = eventloop.network_options();
-    network.set_connection_timeout(connect_timeout.as_secs().clamp(1, 5));
-    eventloop.set_network_options(network);
+    let setup = Setup::new(plan.client_id.clone())
+        // The broker publishes this if the connection dies without a DISCONNECT.
+        .will(Will {
+            topic: status_topic.clone(),
+            payload: b"offline".to_vec(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        })
+        .inflight(INFLIGHT)
+        .capacity(QUEUE_CAPACITY)
+        .connect_timeout(connect_timeout.clamp(Duration::from_secs(1), Duration::from_secs(5)));
+    // A clean session (the setup's default): what was in flight is re-sent by the
+    // driver itself (below), so no session is left behind on the broker by a
+    // short-lived simulator.
+    let (client, eventloop) = dual::pair(&plan.mqtt, setup);
     let link = Link {
         client_id: plan.client_id.clone(),
+        account: plan.mqtt.username.clone(),
         status_topic,
         client,
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        refusals: Mutex::new(Refusals::default()),
         reconnects: AtomicU64::new(0),
         produced: AtomicU64::new(0),
         sensors: plan.sensors.len(),
@@ -121,90 +162,76 @@ pub(crate) fn open_link(plan: &LinkPlan, connect_timeout: Duration) -> (Arc<Link
     (Arc::new(link), eventloop)
 }
 
-pub(crate) fn describe_error(e: &ConnectionError) -> String {
-    if let Some(reason) = crate::mqtt::tls_failure(e) {
-        return format!("TLS handshake failed: {reason}");
-    }
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("connection refused: {}", crate::mqtt::refusal_reason(*code))
-        }
-        other => other.to_string(),
-    }
-}
-
 /// Polls the connection's event loop until it has sent our DISCONNECT (or the task is
-/// aborted). Never pauses except to back off between reconnection attempts.
+/// aborted). Never pauses except to back off between reconnection attempts. What was
+/// queued or unacknowledged when the connection dropped is re-sent after the next
+/// CONNACK, behind the `online` status ([`EventLoop::requeue`]).
 pub(crate) async fn drive(link: Arc<Link>, mut eventloop: EventLoop, endpoint: String) {
-    // Requests that were queued or unacknowledged when the connection dropped.
-    // rumqttc moves them to `pending` and clears that on a new (clean) session; we
-    // take them out first and put them back after the CONNACK.
-    let mut backlog: VecDeque<Request> = VecDeque::new();
     let mut attempts: u32 = 0;
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_CAP);
     let mut ever_connected = false;
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                let mut online =
-                    Publish::new(link.status_topic.clone(), QoS::AtLeastOnce, "online");
-                online.retain = true;
+            Ok(Event::Connected {
+                session_present,
+                protocol,
+            }) => {
+                let online = First {
+                    topic: link.status_topic.clone(),
+                    payload: b"online".to_vec(),
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                };
                 link.sent.fetch_add(1, Relaxed);
-                let mut front =
-                    VecDeque::with_capacity(1 + backlog.len() + eventloop.pending.len());
-                front.push_back(Request::Publish(online));
-                for request in backlog.drain(..) {
-                    match request {
-                        // The broker already owns a message it answered PUBREC to; a
-                        // new session cannot release it again.
-                        Request::PubRel(_) if !ack.session_present => {
-                            link.acked.fetch_add(1, Relaxed);
-                        }
-                        Request::Publish(_) | Request::PubRel(_) | Request::Disconnect(_) => {
-                            front.push_back(request)
-                        }
-                        _ => {}
-                    }
-                }
-                front.extend(eventloop.pending.drain(..));
-                let resent = front.len() - 1;
-                eventloop.pending = front;
+                let requeued = eventloop.requeue(Some(online), session_present);
+                link.acked.fetch_add(requeued.settled, Relaxed);
                 if ever_connected {
                     link.reconnects.fetch_add(1, Relaxed);
-                    info!(attempts, resent, "reconnected to {endpoint}");
+                    info!(
+                        attempts,
+                        resent = requeued.resent,
+                        "reconnected to {endpoint}"
+                    );
+                } else if protocol == Protocol::V5 {
+                    info!("connected to {endpoint} ({protocol})");
                 } else {
-                    info!("connected to {endpoint}");
+                    warn!(
+                        "connected to {endpoint} with {protocol}: the broker does not offer MQTT 5, \
+                         so messages it refuses (ACL) cannot be detected"
+                    );
                 }
                 ever_connected = true;
                 attempts = 0;
                 backoff.reset();
                 link.state.send_replace(LinkState::Connected);
             }
-            Ok(Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_))) => {
+            Ok(Event::Acked { .. }) => {
                 link.acked.fetch_add(1, Relaxed);
             }
             // Packet id 0: a QoS 0 publish, written and flushed.
-            Ok(Event::Outgoing(Outgoing::Publish(0))) => {
+            Ok(Event::Published { pkid: 0 }) => {
                 link.acked.fetch_add(1, Relaxed);
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+            Ok(Event::Refused { topic, refusal, .. }) => {
+                link.refuse(topic.as_deref(), &refusal);
+            }
+            Ok(Event::Disconnected) => {
                 debug!("disconnected cleanly");
                 return;
             }
             Ok(_) => {}
             Err(e) => {
-                backlog.extend(eventloop.pending.drain(..));
                 attempts += 1;
-                if let (false, ConnectionError::ConnectionRefused(code)) = (ever_connected, &e) {
-                    let reason = crate::mqtt::refusal_reason(*code).to_owned();
-                    link.state.send_replace(LinkState::Refused(reason));
+                if let (false, Some((reason, _))) = (ever_connected, e.refusal()) {
+                    link.state
+                        .send_replace(LinkState::Refused(reason.to_owned()));
                     return;
                 }
-                if let (false, Some(reason)) = (ever_connected, crate::mqtt::tls_failure(&e)) {
+                if let (false, Some(reason)) = (ever_connected, e.tls_failure()) {
                     link.state.send_replace(LinkState::TlsFailed(reason));
                     return;
                 }
-                let reason = describe_error(&e);
+                let reason = e.describe();
                 let delay = backoff.next_delay();
                 if ever_connected && attempts == 1 {
                     warn!(

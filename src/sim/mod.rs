@@ -7,9 +7,11 @@
 //!   noise, faults, heatwave);
 //! - [`plan`]: the options of a run checked together, and the fleet cut into
 //!   connections;
-//! - [`link`]: one MQTT connection that reconnects with backoff and re-sends what a
-//!   dropped connection held;
+//! - [`link`]: one MQTT connection (MQTT 5 where the broker offers it) that
+//!   reconnects with backoff, re-sends what a dropped connection held and counts
+//!   what the broker acknowledged or refused;
 //! - [`fleet`]: the generators that pace readings and alerts, and the heartbeats;
+//! - [`refusals`]: messages the broker refused (MQTT 5), per topic, bounded;
 //! - [`reporter`]: the per-cycle log line, the progress bar, the summary;
 //! - [`run`](mod@run): a whole run, from connecting to the last acknowledgement.
 //!
@@ -20,6 +22,7 @@ pub mod fleet;
 pub mod link;
 pub mod model;
 pub mod plan;
+pub mod refusals;
 pub mod reporter;
 pub mod run;
 

@@ -1,6 +1,7 @@
 //! What a run tells its user while it runs and when it ends: one log line per cycle
 //! across the zones (at most one per second for fast cycles), an indicatif progress
-//! bar on a terminal, and the summary (`--json`'s object).
+//! bar on a terminal, and the summary (`--json`'s object), refusals by the broker
+//! included.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,9 +14,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
+use rumqttc::QoS;
+
 use super::fleet::Shared;
 use super::link::Link;
 use super::plan::Plan;
+use crate::mqtt::dual::Protocol;
 
 /// The per-cycle log line and the progress bar (readings produced of the run's
 /// total, with what awaits acknowledgement as its message).
@@ -49,6 +53,10 @@ impl Reporter {
 
     fn unacked(&self) -> u64 {
         self.links.iter().map(|l| l.unacked()).sum()
+    }
+
+    fn refused(&self) -> u64 {
+        self.links.iter().map(|l| l.refused.load(Relaxed)).sum()
     }
 
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -108,6 +116,7 @@ impl Reporter {
             (false, None) => format!("cycles {}-{cycles}", self.logged_cycles + 1),
         };
         let unacked = self.unacked();
+        let refused = self.refused();
         // The bar steps aside while the line is written, then comes back under it.
         self.bar.suspend(|| {
             info!(
@@ -117,6 +126,7 @@ impl Reporter {
                 alerts,
                 msg_per_s = rate.round() as u64,
                 unacked,
+                refused,
                 "{cycle} done: {readings} readings so far ({zones})"
             )
         });
@@ -127,7 +137,11 @@ impl Reporter {
 
     fn draw(&self) {
         self.bar.set_position(self.produced());
-        self.bar.set_message(format!("{} unacked", self.unacked()));
+        let message = match self.refused() {
+            0 => format!("{} unacked", self.unacked()),
+            refused => format!("{} unacked, {refused} refused", self.unacked()),
+        };
+        self.bar.set_message(message);
     }
 }
 
@@ -160,6 +174,25 @@ pub(crate) fn summary(
     let secs = elapsed.as_secs_f64().max(1e-9);
     let sent: u64 = links.iter().map(|l| l.sent.load(Relaxed)).sum();
     let acked: u64 = links.iter().map(|l| l.acked.load(Relaxed)).sum();
+    let refused: u64 = links.iter().map(|l| l.refused.load(Relaxed)).sum();
+    let protocols: Vec<Option<Protocol>> = links.iter().map(|l| l.client.protocol()).collect();
+    // Readings at QoS 0 get no answer: their refusals cannot be seen even with MQTT 5.
+    let detectable = plan.qos != QoS::AtMostOnce
+        && protocols
+            .iter()
+            .all(|p| p.is_some_and(Protocol::sees_refusals));
+    let mut refused_topics = Vec::new();
+    for l in links {
+        for t in l.refusals().topics() {
+            refused_topics.push(json!({
+                "topic": t.topic,
+                "count": t.count,
+                "reason": t.reason,
+                "account": l.account,
+                "client_id": l.client_id,
+            }));
+        }
+    }
     json!({
         "seed": plan.seed,
         "qos": plan.qos as u8,
@@ -173,6 +206,9 @@ pub(crate) fn summary(
         "messages_sent": sent,
         "messages_acked": acked.min(sent),
         "unacked": unacked,
+        "messages_refused": refused,
+        "refused": refused_topics,
+        "refusals_detectable": detectable,
         "readings_per_s": readings as f64 / secs,
         "messages_per_s": sent as f64 / secs,
         "schedule_slip_ms": shared.slipped_ns.load(Relaxed) as f64 / 1e6,
@@ -183,6 +219,8 @@ pub(crate) fn summary(
             "sensors": l.sensors,
             "sent": l.sent.load(Relaxed),
             "acked": l.acked.load(Relaxed),
+            "refused": l.refused.load(Relaxed),
+            "mqtt_version": l.client.protocol().map(Protocol::as_str),
             "reconnects": l.reconnects.load(Relaxed),
         })).collect::<Vec<_>>(),
     })

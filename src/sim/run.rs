@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use rumqttc::{ClientError, QoS};
+use rumqttc::QoS;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -20,9 +20,11 @@ use tracing::{info, warn, Instrument};
 use super::fleet::{heartbeats, Generator, Shared, ZoneStats};
 use super::link::{drive, open_link, wait_connected, Link, LinkState};
 use super::plan::{human_rate, Plan};
+use super::refusals::{failure_line, Refusals};
 use super::reporter::{summary, Reporter};
 use super::SimError;
 use crate::domain::Zone;
+use crate::mqtt::dual::ClientError;
 
 /// How long, at the end, clean disconnections may take before tasks are abandoned.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
@@ -32,7 +34,8 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 pub struct Outcome {
     /// The figures of the run (`--json`'s object, without `ok` and `error`).
     pub summary: serde_json::Value,
-    /// Why the run failed (publishing broke, messages left unacknowledged).
+    /// Why the run failed (publishing broke, messages refused by the broker or left
+    /// unacknowledged), in one line.
     pub failure: Option<String>,
     pub elapsed: Duration,
 }
@@ -197,6 +200,15 @@ where
         unacked,
         interrupted.load(Relaxed),
     );
+    let refusals: Vec<_> = links.iter().map(|l| l.refusals()).collect();
+    let per_account: Vec<(&str, &Refusals)> = links
+        .iter()
+        .zip(&refusals)
+        .map(|(l, r)| (l.account(), r))
+        .collect();
+    if let Some(line) = failure_line(&per_account) {
+        failure.get_or_insert(line);
+    }
     if unacked > 0 {
         let why = if *give_up_rx.borrow() {
             "(stopped waiting on a second signal)".to_owned()
@@ -213,6 +225,7 @@ where
         alerts = summary["alerts"].as_u64().unwrap_or(0),
         heartbeats = summary["heartbeats"].as_u64().unwrap_or(0),
         unacked,
+        refused = summary["messages_refused"].as_u64().unwrap_or(0),
         "done in {:.2}s",
         elapsed.as_secs_f64()
     );
