@@ -285,6 +285,52 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
     );
 }
 
+/// Issue 15: a probe account without the right to publish on the probed zone. The
+/// broker (MQTT 5) refuses the probe at once with reason 0x87: the publish hop fails
+/// with that reason, named topic and account, instead of waiting out the timeout or
+/// passing (MQTT 3.1.1 acknowledges a refused publish). Only the broker is needed:
+/// the hops after the publish are skipped, the API and InfluxDB are not running.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_e2e_names_a_refused_probe_with_the_account() {
+    let broker = Mosquitto::start();
+    let (user, pass) = account("sensor-nord");
+    let dead = |scheme: &str| format!("{scheme}://127.0.0.1:{}", common::free_port());
+    let env = vec![
+        ("ARNG_MQTT_URL".to_owned(), broker.url()),
+        ("ARNG_MQTT_USERNAME".to_owned(), user),
+        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
+        ("ARNG_API_URL".to_owned(), dead("http")),
+        ("INFLUX_URL".to_owned(), dead("http")),
+    ];
+    let (code, stdout, _, shown) = arng(
+        &["check-e2e", "--json", "--zone", "sud", "--timeout", "8s"],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    let publish = hop(&report, "mqtt publish");
+    assert_eq!(publish["ok"], false, "{shown}");
+    assert_eq!(
+        publish["detail"],
+        "the broker refused the publish on entrepot/sud/e2e-probe/v1: not authorized \
+         (account sensor-nord)",
+        "{shown}"
+    );
+    // Answered, not timed out: well below the 8 s the hop may wait. (The $SYS hop
+    // does wait: the broker grants the subscription and then delivers nothing this
+    // account may not read.)
+    let took = publish["latency_ms"].as_f64().unwrap_or(f64::MAX);
+    assert!(took < 4_000.0, "{took} ms{shown}");
+    for name in &PROBE_HOPS[1..] {
+        let h = hop(&report, name);
+        assert!(
+            h["detail"].as_str().unwrap().starts_with("skipped"),
+            "{name}{shown}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_reports_ordered_percentiles_and_heartbeat_freshness() {
     let broker = Mosquitto::start();

@@ -2,9 +2,10 @@
 //! `arng check-e2e` and `arng latency`.
 //!
 //! - [`reach`]: can this configuration reach the broker and InfluxDB (doctor)?
-//! - [`prober`]: the MQTT client that publishes probe readings (sensor `e2e-probe`,
-//!   see [`crate::supervision`]) one at a time, times their PUBACK and keeps what
-//!   arrives on its subscriptions;
+//! - [`prober`]: the MQTT client (MQTT 5 where the broker offers it) that publishes
+//!   probe readings (sensor `e2e-probe`, see [`crate::supervision`]) one at a time,
+//!   times their PUBACK (or reports the broker's refusal) and keeps what arrives on
+//!   its subscriptions;
 //! - [`api`]: a small client of the arng REST API and what it shows of a probe;
 //! - [`influx`]: the Flux queries that find a probe and the zones' last heartbeats;
 //! - [`check`]: check-e2e's hops, each with its own verdict and cause;
@@ -55,13 +56,21 @@ pub enum ProbeError {
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
     #[error("{0}")]
-    MqttClient(#[from] rumqttc::ClientError),
+    MqttClient(#[from] crate::mqtt::dual::ClientError),
     #[error("lost the broker connection: {0}")]
     BrokerLost(String),
     #[error("no SUBACK from the broker")]
     NoSubAck,
     #[error("no PUBACK for the probe on {topic} within the timeout")]
     NoPubAck { topic: String },
+    /// The broker answered the probe with a refusal (MQTT 5 reason code ≥ 0x80): the
+    /// account may not publish there (ACL), and waiting longer cannot change that.
+    #[error("the broker refused the publish on {topic}: {reason} (account {account})")]
+    Refused {
+        topic: String,
+        reason: String,
+        account: String,
+    },
 }
 
 /// How often a hop that waits for something looks again.

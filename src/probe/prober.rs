@@ -2,11 +2,16 @@
 //! `e2e-probe`) one at a time at QoS 1, times each PUBACK, and keeps what arrives on
 //! its subscriptions (alerts, the retained thresholds, `$SYS`) so that a hop can ask
 //! for a message that came while it was waiting on something else.
+//!
+//! It speaks MQTT 5 where the broker offers it ([`crate::mqtt::dual`]), so a probe
+//! the broker refuses (an account without the right to publish there) fails at once
+//! with the broker's reason instead of passing for acknowledged (MQTT 3.1.1) or
+//! waiting for something downstream that will never come.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
+use rumqttc::QoS;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
@@ -15,6 +20,7 @@ use super::ProbeError;
 use crate::config::MqttArgs;
 use crate::domain::topic::{Topic, THRESHOLDS_TOPIC};
 use crate::domain::{AlertLevel, Reading, SensorId, Thresholds, Zone};
+use crate::mqtt::dual::{self, Client, Event, Protocol, Setup};
 use crate::mqtt::MqttError;
 use crate::supervision::{self, PROBE_SENSOR};
 
@@ -34,7 +40,8 @@ pub struct Received {
 enum ProbeEvent {
     Sent(u16),
     Acked(u16),
-    SubAck(Vec<SubscribeReasonCode>),
+    Refused(u16, String),
+    SubAck(Vec<bool>),
     Message(Received),
     Down(String),
 }
@@ -42,7 +49,9 @@ enum ProbeEvent {
 /// An MQTT client that publishes probe readings one at a time, times their PUBACK,
 /// and keeps what arrives on its subscriptions.
 pub struct Prober {
-    client: AsyncClient,
+    client: Client,
+    /// The broker account, named when the broker refuses a probe.
+    account: String,
     events: mpsc::UnboundedReceiver<ProbeEvent>,
     pump: tokio::task::JoinHandle<()>,
     received: Vec<Received>,
@@ -58,25 +67,35 @@ impl Prober {
         client_id: &str,
         timeout: Duration,
     ) -> Result<Prober, MqttError> {
-        let (client, mut eventloop) = crate::mqtt::connect(args, client_id, timeout).await?;
+        let setup = Setup::new(client_id).connect_timeout(timeout);
+        let (client, mut eventloop, protocol) = dual::connect(args, setup, timeout).await?;
+        if protocol == Protocol::V311 {
+            tracing::warn!(
+                "the broker does not offer MQTT 5: connected with {protocol}, so a probe it \
+                 refuses (ACL) cannot be told from one it accepted"
+            );
+        }
         let (tx, events) = mpsc::unbounded_channel();
         // The event loop runs on its own so that the broker is answered (pings,
         // QoS 1 acknowledgements) while a hop waits on InfluxDB or the API.
         let pump = tokio::spawn(async move {
             loop {
                 let ev = match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => ProbeEvent::Sent(pkid),
-                    Ok(Event::Incoming(Packet::PubAck(a))) => ProbeEvent::Acked(a.pkid),
-                    Ok(Event::Incoming(Packet::SubAck(s))) => ProbeEvent::SubAck(s.return_codes),
-                    Ok(Event::Incoming(Packet::Publish(p))) => ProbeEvent::Message(Received {
+                    Ok(Event::Published { pkid }) => ProbeEvent::Sent(pkid),
+                    Ok(Event::Acked { pkid }) => ProbeEvent::Acked(pkid),
+                    Ok(Event::Refused { pkid, refusal, .. }) => {
+                        ProbeEvent::Refused(pkid, refusal.reason.to_owned())
+                    }
+                    Ok(Event::SubAck(granted)) => ProbeEvent::SubAck(granted),
+                    Ok(Event::Message { topic, payload }) => ProbeEvent::Message(Received {
                         at: Instant::now(),
-                        topic: p.topic,
-                        payload: p.payload.to_vec(),
+                        topic,
+                        payload,
                     }),
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                    Ok(Event::Disconnected) => break,
                     Ok(_) => continue,
                     Err(e) => {
-                        let _ = tx.send(ProbeEvent::Down(e.to_string()));
+                        let _ = tx.send(ProbeEvent::Down(e.describe()));
                         break;
                     }
                 };
@@ -88,6 +107,7 @@ impl Prober {
         let micros = Utc::now().timestamp_micros().max(0) as u64;
         Ok(Prober {
             client,
+            account: args.username.clone().unwrap_or_else(|| "(none)".to_owned()),
             events,
             pump,
             received: Vec::new(),
@@ -153,16 +173,10 @@ impl Prober {
         deadline: Instant,
     ) -> Result<Vec<bool>, ProbeError> {
         let n = filters.len();
-        self.client
-            .subscribe_many(filters.into_iter().map(|(f, q)| SubscribeFilter::new(f, q)))
-            .await?;
+        self.client.subscribe_many(filters).await?;
         loop {
             match self.next_event(deadline).await {
-                Some(ProbeEvent::SubAck(codes)) => {
-                    let mut granted: Vec<bool> = codes
-                        .iter()
-                        .map(|c| matches!(c, SubscribeReasonCode::Success(_)))
-                        .collect();
+                Some(ProbeEvent::SubAck(mut granted)) => {
                     granted.resize(n, false);
                     return Ok(granted);
                 }
@@ -183,7 +197,8 @@ impl Prober {
             .unwrap_or_default()
     }
 
-    /// Publishes `r` at QoS 1 and waits for its PUBACK; returns how long that took.
+    /// Publishes `r` at QoS 1 and waits for its PUBACK; returns how long that took. A
+    /// refusal (MQTT 5) is an error naming the topic, the reason and the account.
     pub async fn publish(
         &mut self,
         r: &Reading,
@@ -202,6 +217,13 @@ impl Prober {
                 Some(ProbeEvent::Acked(id)) if Some(id) == pkid => {
                     debug!(%topic, seq = ?r.seq, "probe acknowledged");
                     return Ok(started.elapsed());
+                }
+                Some(ProbeEvent::Refused(id, reason)) if Some(id) == pkid => {
+                    return Err(ProbeError::Refused {
+                        topic,
+                        reason,
+                        account: self.account.clone(),
+                    });
                 }
                 Some(_) => {}
                 None if self.down.is_some() => return Err(self.lost()),
