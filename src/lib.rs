@@ -22,6 +22,7 @@
 //! - [`sim`]: the simulator (`arng simulate`): [`sim::model`] (the signal model, pure and
 //!   seeded), [`sim::plan`] (options checked together), [`sim::link`] (a reconnecting
 //!   MQTT connection), [`sim::fleet`] (generators, alerts, heartbeats),
+//!   [`sim::refusals`] (messages the broker refused, per topic, bounded),
 //!   [`sim::reporter`] (log lines, progress bar, summary), [`sim::run`](mod@sim::run) (a whole run).
 //! - [`probe`]: probing the chain from outside: [`probe::reach`] (`arng doctor`),
 //!   [`probe::check`] (`arng check-e2e`'s hops), [`probe::latency`] (`arng latency`),
@@ -34,7 +35,10 @@
 //! Edges (I/O) and what they share:
 //! - [`config`]: the options every subcommand shares (flags + environment variables),
 //!   validated while parsing; [`units`]: durations and byte sizes as people type them.
-//! - [`mqtt`]: the broker edge (rumqttc options, connecting, failures in words);
+//! - [`mqtt`]: the broker edge (rumqttc options, connecting, failures in words), with
+//!   [`mqtt::v5`] (MQTT 5 options and reason codes) and [`mqtt::dual`] (a connection
+//!   in MQTT 5 where the broker offers it, else 3.1.1, whose events name the topic of
+//!   a refused publish);
 //!   [`tls`]: the PEM files and rustls configuration of `mqtts://`.
 //! - [`store`]: the InfluxDB edge (writes, Flux queries, [`store::csv`] annotated CSV,
 //!   setup).

@@ -5,7 +5,7 @@
 //! | hop | passes when |
 //! |---|---|
 //! | `api` | `GET /zones` answers (it names the probe zone when none is given) |
-//! | `mqtt publish` | the broker acknowledges the probe (QoS 1 PUBACK) |
+//! | `mqtt publish` | the broker acknowledges the probe (QoS 1 PUBACK; an MQTT 5 refusal fails it) |
 //! | `influxdb` | a Flux query finds the probe's point (`sensor=e2e-probe`, `seq` = its id) |
 //! | `rest latest` | `GET /zones/{zone}/latest` shows the probe on its InfluxDB side |
 //! | `alert mqtt` | after `debounce` critical probes, the critical alert arrives on `entrepot/alerts/<zone>` |

@@ -52,7 +52,7 @@ impl Shared {
 }
 
 /// The handle publishers and subscribers use; cheap to clone. Usable once the event
-/// loop has connected ([`Event::Connected`]).
+/// loop has connected ([`super::Event::Connected`]).
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
