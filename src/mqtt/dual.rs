@@ -9,10 +9,11 @@
 //!   the connection stays on 3.1.1 ([`Event::Connected`] says which) and refusals can
 //!   no longer be seen. The choice is made once: reconnections keep it.
 //! - Topics of refusals: a PUBACK names only a packet id. [`Client::publish`] notes
-//!   each topic in the order its request enters rumqttc's channel (publishers take
-//!   turns), and the event loop pairs the notes with packet ids as rumqttc writes the
-//!   requests: first its pending queue, then the channel, both in order. The notes
-//!   are bounded by the channel's capacity plus the in-flight window.
+//!   the topic of each QoS 1/2 publish in the order its request enters rumqttc's
+//!   channel (publishers take turns), and the event loop pairs the notes with packet
+//!   ids as rumqttc writes the requests: first its pending queue, then the channel,
+//!   both in order. The notes are bounded by the channel's capacity plus the
+//!   in-flight window. QoS 0 publishes (packet id 0, no answer) are left out.
 //! - What a lost connection held: rumqttc drops its pending requests when the next
 //!   session is clean. The event loop keeps them, and [`EventLoop::requeue`] puts them
 //!   back after the CONNACK, so a reconnecting caller loses nothing it handed over.

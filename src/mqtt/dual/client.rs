@@ -1,6 +1,7 @@
 //! The client half of [`super`]: the handle publishers and subscribers hold. It
-//! notes the topic of every MQTT 5 publish in the order its request enters rumqttc's
-//! channel (publishers take turns), for the event loop to pair with packet ids.
+//! notes the topic of every MQTT 5 QoS 1/2 publish in the order its request enters
+//! rumqttc's channel (publishers take turns), for the event loop to pair with packet
+//! ids. QoS 0 publishes get no answer from the broker: they are not noted.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,7 +33,7 @@ pub(super) struct Shared {
     pub(super) handle: OnceLock<Handle>,
     /// Publishers take turns so that topics are noted in channel order.
     turn: tokio::sync::Mutex<()>,
-    /// Topics of MQTT 5 publishes handed to rumqttc's channel and not yet written.
+    /// Topics of MQTT 5 QoS 1/2 publishes handed to rumqttc's channel, not yet written.
     topics: Mutex<VecDeque<Arc<str>>>,
 }
 
@@ -87,6 +88,11 @@ impl Client {
         match self.handle()? {
             Handle::V311(c) => c
                 .publish(topic, qos, retain, payload)
+                .await
+                .map_err(|e| not_queued(&e)),
+            // QoS 0 gets no answer, so nothing to pair: no note, no turn to take.
+            Handle::V5(c) if qos == QoS::AtMostOnce => c
+                .publish(topic, v5::qos(qos), retain, payload.into())
                 .await
                 .map_err(|e| not_queued(&e)),
             Handle::V5(c) => {

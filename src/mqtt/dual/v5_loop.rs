@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, Publish as Publish5};
+use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::v5::{self as r5};
 use rumqttc::Outgoing;
 
@@ -20,7 +21,8 @@ pub(super) struct V5Loop {
     /// Kept so the request channel stays open until the handle is shared.
     pub(super) client: r5::AsyncClient,
     backlog: VecDeque<r5::Request>,
-    /// Topics of the publishes `requeue` put in rumqttc's pending queue, not yet written.
+    /// Topics of the QoS 1/2 publishes `requeue` put in rumqttc's pending queue, not
+    /// yet written.
     front: VecDeque<Arc<str>>,
     /// QoS 1/2 publishes written and not yet answered, with their topic.
     inflight: HashMap<u16, Option<Arc<str>>>,
@@ -81,7 +83,9 @@ impl V5Loop {
         self.front = front
             .iter()
             .filter_map(|r| match r {
-                r5::Request::Publish(p) => Some(Arc::from(String::from_utf8_lossy(&p.topic))),
+                r5::Request::Publish(p) if p.qos != QoS5::AtMostOnce => {
+                    Some(Arc::from(String::from_utf8_lossy(&p.topic)))
+                }
                 _ => None,
             })
             .collect();
@@ -141,6 +145,8 @@ impl V5Loop {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload.to_vec(),
             },
+            // QoS 0: no note to pair (see `Client::publish`), no answer to come.
+            r5::Event::Outgoing(Outgoing::Publish(0)) => Event::Published { pkid: 0 },
             r5::Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let topic = match l.collided.take() {
                     Some((held, topic)) if held == pkid => topic,
@@ -149,9 +155,7 @@ impl V5Loop {
                         l.next_topic(shared)
                     }
                 };
-                if pkid != 0 {
-                    l.inflight.insert(pkid, topic);
-                }
+                l.inflight.insert(pkid, topic);
                 Event::Published { pkid }
             }
             // Held back until `pkid` is acknowledged, then written (Outgoing::Publish).
@@ -207,7 +211,7 @@ impl V5Loop {
             .eventloop
             .pending
             .iter()
-            .filter(|r| matches!(r, r5::Request::Publish(_)))
+            .filter(|r| matches!(r, r5::Request::Publish(p) if p.qos != QoS5::AtMostOnce))
             .count();
         let from_channel = publishes.saturating_sub(self.front.len() + self.inflight.len());
         {
