@@ -6,13 +6,17 @@
 # - Mosquitto: Debian's package, installed with apt-get when missing.
 # - openssl: Debian's package, for the TLS tests' certificates (scripts/gen-certs.sh).
 # - Chromium: Debian's package, for the headless browser test of the dashboard.
+# - Python with paho-mqtt: Debian's python3-paho-mqtt, else a venv in target/ with
+#   paho-mqtt from PyPI, for the interoperability test (tests/interop.rs) that runs
+#   the lab's Python sensor (examples/python/).
 # - InfluxDB 2.7: influxd built from its Go module by scripts/build-influxd.sh and
 #   cached in ~/.cache/arng (10-20 minutes the first time, instant afterwards).
 # Tests start their own servers on free loopback ports in temp dirs; nothing here
 # touches a developer's running services. If a server cannot be provisioned this
 # script fails and says what is missing: tests are never skipped.
 #
-# Environment: ARNG_INFLUXD (use this influxd binary), ARNG_INFLUXD_VERSION,
+# Environment: ARNG_INFLUXD (use this influxd binary), ARNG_PYTHON (a python with
+# paho-mqtt), ARNG_INFLUXD_VERSION,
 # ARNG_CACHE_DIR (see scripts/build-influxd.sh), CARGO_TEST_ARGS (extra arguments
 # for `cargo test`, e.g. a test name filter), ARNG_FUZZ_SECONDS (fuzzing budget per
 # target, default 30).
@@ -50,6 +54,32 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
+
+step "Provisioning Python with paho-mqtt (the lab's sensor, tests/interop.rs)"
+py_has_paho() { "$1" -c 'import paho.mqtt.client' >/dev/null 2>&1; }
+find_python() {
+  local py
+  for py in python3 /usr/bin/python3 target/py-venv/bin/python; do
+    if command -v "$py" >/dev/null 2>&1 && py_has_paho "$py"; then command -v "$py"; return 0; fi
+  done
+  return 1
+}
+if [ -n "${ARNG_PYTHON:-}" ]; then
+  py_has_paho "$ARNG_PYTHON" || die "ARNG_PYTHON=$ARNG_PYTHON cannot import paho.mqtt"
+else
+  if ! ARNG_PYTHON=$(find_python); then
+    # Debian's package first (no network but the Debian mirror needed), else PyPI.
+    (apt_install python3 python3-paho-mqtt) || echo "apt-get could not install python3-paho-mqtt; trying a venv" >&2
+    if ! ARNG_PYTHON=$(find_python); then
+      command -v python3 >/dev/null 2>&1 || die "no python3 to build a venv with"
+      python3 -m venv target/py-venv || die "python3 -m venv failed (install python3-venv)"
+      target/py-venv/bin/pip install -q paho-mqtt || die "pip install paho-mqtt failed"
+      ARNG_PYTHON=$(find_python) || die "paho-mqtt is still not importable after installing it"
+    fi
+  fi
+fi
+"$ARNG_PYTHON" -c 'import paho.mqtt, sys; print(sys.executable, "paho-mqtt", paho.mqtt.__version__)'
+export ARNG_PYTHON
 
 step "Provisioning InfluxDB (influxd)"
 if [ -z "${ARNG_INFLUXD:-}" ]; then

@@ -245,6 +245,7 @@ pub fn reading_msg(zone: &str, sensor: &str, seq: u64, ms: i64, temp: f64) -> (S
         temp,
         hum: 50.0,
         alert_level: arng::domain::AlertLevel::Normal,
+        provenance: Default::default(),
     };
     (format!("entrepot/{zone}/{sensor}/v1"), r.to_json())
 }
@@ -390,6 +391,21 @@ impl Drop for ServeProc {
             eprintln!("----- arng serve log -----\n{}", self.log());
         }
     }
+}
+
+/// GET `url` and its JSON body; `None` on any failure (for polling with `eventually`).
+pub async fn get_json(url: &str) -> Option<serde_json::Value> {
+    reqwest::get(url).await.ok()?.json().await.ok()
+}
+
+/// The entry of `sensor` in a `GET /zones/{zone}/latest` answer at `url`.
+pub async fn latest_sensor(url: &str, sensor: &str) -> Option<serde_json::Value> {
+    let v = get_json(url).await?;
+    v["sensors"]
+        .as_array()?
+        .iter()
+        .find(|s| s["sensor"] == sensor)
+        .cloned()
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status, body).
