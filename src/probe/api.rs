@@ -1,6 +1,7 @@
 //! A small client of the arng REST API (`arng serve`), as check-e2e and latency use
 //! it: the zones it knows, what `GET /zones/{zone}/latest` shows of a probe, and
-//! whether `GET /alerts` lists the probe's alert. Errors are [`ProbeError`]s that
+//! whether `GET /alerts` lists the probe's alert. check-lab also sends raw requests
+//! to any team's API with it ([`ApiClient::send_raw`]). Errors are [`ProbeError`]s that
 //! name the option to change.
 
 use std::time::Duration;
@@ -41,6 +42,25 @@ pub fn probe_view(latest: &Value, seq: u64) -> ProbeView {
     }
 }
 
+/// An HTTP answer as it came: status and body text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// The innermost cause of a request error ("Connection refused", a DNS failure): the
+/// layers above it only repeat the URL.
+fn innermost(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = s.to_string();
+        src = s.source();
+    }
+    msg
+}
+
 /// A small client of the arng REST API.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -64,34 +84,37 @@ impl ApiClient {
         }
     }
 
+    /// `path` under the base URL, or why it cannot be.
+    // The async methods that call it return ProbeError too; boxing it for one
+    // private helper would only move the lint.
+    #[allow(clippy::result_large_err)]
+    fn url(&self, path: &str) -> Result<url::Url, ProbeError> {
+        let joined = self.base.join(path.trim_start_matches('/'));
+        joined.map_err(|e| ProbeError::ApiPath {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, url: url::Url) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &self.token {
+            Some(t) => rb.bearer_auth(t.expose()),
+            None => rb,
+        }
+    }
+
     /// GET `path` with `query`: the JSON body, `Ok(None)` for a 404, or why not.
     pub async fn get(
         &self,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<Option<Value>, ProbeError> {
-        let url =
-            self.base
-                .join(path.trim_start_matches('/'))
-                .map_err(|e| ProbeError::ApiPath {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        let mut rb = self.http.get(url.clone()).query(query);
-        if let Some(t) = &self.token {
-            rb = rb.bearer_auth(t.expose());
-        }
-        let resp = rb.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = s.to_string();
-                src = s.source();
-            }
-            ProbeError::ApiUnreachable {
-                base: self.base.to_string(),
-                reason: msg,
-            }
+        let url = self.url(path)?;
+        let rb = self.request(reqwest::Method::GET, url.clone()).query(query);
+        let resp = rb.send().await.map_err(|e| ProbeError::ApiUnreachable {
+            base: self.base.to_string(),
+            reason: innermost(&e),
         })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -113,6 +136,41 @@ impl ApiClient {
             });
         }
         Ok(Some(body))
+    }
+
+    /// Any API, any answer: `method` on `path` with an optional JSON `body`; the
+    /// status and up to `max_bytes` of the body as text, whatever they are (a
+    /// checker judges them). Errors only when no answer came.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        max_bytes: usize,
+    ) -> Result<RawAnswer, ProbeError> {
+        let url = self.url(path)?;
+        let mut rb = self.request(method, url.clone());
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let unreachable = |e: reqwest::Error| ProbeError::Unanswered {
+            url: url.to_string(),
+            reason: innermost(&e),
+        };
+        let mut resp = rb.send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let mut bytes = Vec::new();
+        while bytes.len() < max_bytes {
+            match resp.chunk().await.map_err(unreachable)? {
+                Some(chunk) => bytes.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        bytes.truncate(max_bytes);
+        Ok(RawAnswer {
+            status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
     }
 
     /// The zones `GET /zones` lists, in its order (sorted).

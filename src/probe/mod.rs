@@ -44,6 +44,8 @@ pub enum ProbeError {
         message: String,
         hint: &'static str,
     },
+    #[error("no answer from {url}: {reason}")]
+    Unanswered { url: String, reason: String },
     #[error("GET /zones: HTTP 404: is --api-url an arng API?")]
     NotAnArngApi,
     #[error("GET /zones: not a JSON list")]

@@ -326,6 +326,46 @@ impl InfluxClient {
         Ok(csv::parse(&text)?)
     }
 
+    /// The bucket's retention period, `None` when it keeps data forever. Needs the
+    /// token to read the bucket (not the org's other settings).
+    pub async fn bucket_retention(&self) -> Result<Option<Duration>, StoreError> {
+        #[derive(Deserialize)]
+        struct Buckets {
+            buckets: Vec<Bucket>,
+        }
+        #[derive(Deserialize)]
+        struct Bucket {
+            #[serde(default, rename = "retentionRules")]
+            retention_rules: Vec<Rule>,
+        }
+        #[derive(Deserialize)]
+        struct Rule {
+            #[serde(default, rename = "everySeconds")]
+            every_seconds: u64,
+        }
+        let mut url = self.url("api/v2/buckets");
+        url.query_pairs_mut()
+            .append_pair("org", &self.org)
+            .append_pair("name", &self.bucket);
+        let found: Buckets = self
+            .send(self.auth(self.http.get(url)))
+            .await?
+            .json()
+            .await
+            .map_err(|e| StoreError::Protocol(format!("GET /api/v2/buckets: {e}")))?;
+        let bucket = found.buckets.into_iter().next().ok_or_else(|| {
+            StoreError::NotFound(format!("bucket {:?} in org {:?}", self.bucket, self.org))
+        })?;
+        // An expire rule of 0 s is InfluxDB's "forever" too.
+        Ok(bucket
+            .retention_rules
+            .iter()
+            .map(|r| r.every_seconds)
+            .filter(|s| *s > 0)
+            .min()
+            .map(Duration::from_secs))
+    }
+
     /// `from(bucket: "<bucket>")`, the start of every query on our bucket.
     pub fn from_bucket(&self) -> String {
         format!(
