@@ -25,6 +25,8 @@
 //!   [`probe::check`] (`arng check-e2e`'s hops), [`probe::latency`] (`arng latency`),
 //!   with [`probe::prober`] (the MQTT probe client), [`probe::api`] (a REST client) and
 //!   [`probe::influx`] (probe and heartbeat queries).
+//! - [`lab`]: the lab's checklist: [`lab::observed`] (what was seen, bounded),
+//!   [`lab::eval`] (the checks, pure), [`lab::lang`] (fr/en).
 //! - [`qos`]: the QoS benchmark (`arng qos-bench`): [`qos::plan`], [`qos::run`] (one
 //!   level), [`qos::clock`], [`qos::publisher`], [`qos::subscriber`], [`qos::payload`], [`qos::report`],
 //!   [`qos::render`] (table, CSV), [`qos::chart`] (SVG).
@@ -58,6 +60,7 @@ pub mod cmd;
 pub mod config;
 pub mod domain;
 pub mod ingest;
+pub mod lab;
 pub mod metrics;
 pub mod mqtt;
 pub mod probe;
