@@ -32,6 +32,16 @@ pub enum Command {
     /// passes, 1 when one fails (the table says which and why).
     #[command(name = "check-e2e")]
     CheckE2e(cmd::check_e2e::Args),
+    /// Check a team's chain against the lab's checklist (TP ARNG): broker (accounts,
+    /// topics, wildcards, zones), payloads, heartbeats, InfluxDB and the REST routes,
+    /// each item pass / fail / not checked with its evidence; a Markdown report to
+    /// hand in (--report). Exit 0 when every checked item passes, 1 otherwise.
+    #[command(name = "check-lab", after_help = cmd::check_lab::EXAMPLES,
+              mut_arg("api_url", |a| a.help("Base URL of the REST API to check (the team's)")
+                  .help_heading("REST API")),
+              mut_arg("api_token", |a| a.help("Bearer token sent with every request to the API \
+                  (arng serve wants one for POST /alerts)").help_heading("REST API")))]
+    CheckLab(cmd::check_lab::Args),
     /// Check that the broker and InfluxDB are reachable with the configured
     /// credentials (exit 0 when every check passes, 1 otherwise).
     Doctor(cmd::doctor::Args),

@@ -8,7 +8,8 @@
 //! Commands (thin: flags, one library call, the output):
 //! - `src/main.rs`: parses the command line, dispatches, maps errors to exit codes.
 //! - [`cli`]: the top-level command line; [`cmd`]: one module per subcommand
-//!   (`check_e2e`, `doctor`, `ingest`, `latency`, `qos_bench`, `serve`, `simulate`).
+//!   (`check_e2e`, `check_lab`, `doctor`, `ingest`, `latency`, `qos_bench`, `serve`,
+//!   `simulate`).
 //!
 //! What the commands run:
 //! - [`ingest`]: the MQTT → rules → InfluxDB middleware (`arng ingest`): [`ingest::pipeline`]
@@ -25,8 +26,10 @@
 //!   [`probe::check`] (`arng check-e2e`'s hops), [`probe::latency`] (`arng latency`),
 //!   with [`probe::prober`] (the MQTT probe client), [`probe::api`] (a REST client) and
 //!   [`probe::influx`] (probe and heartbeat queries).
-//! - [`lab`]: the lab's checklist: [`lab::observed`] (what was seen, bounded),
-//!   [`lab::eval`] (the checks, pure), [`lab::lang`] (fr/en).
+//! - [`lab`]: `arng check-lab`, the lab's checklist against any team's chain:
+//!   [`lab::observed`] (what was seen, bounded), [`lab::eval`] (the checks, pure),
+//!   [`lab::watch`] (MQTT), [`lab::backend`] (REST, InfluxDB), [`lab::run`](mod@lab::run)
+//!   (the sequence), [`lab::render`] (table, JSON, Markdown), [`lab::lang`] (fr/en).
 //! - [`qos`]: the QoS benchmark (`arng qos-bench`): [`qos::plan`], [`qos::run`] (one
 //!   level), [`qos::clock`], [`qos::publisher`], [`qos::subscriber`], [`qos::payload`], [`qos::report`],
 //!   [`qos::render`] (table, CSV), [`qos::chart`] (SVG).

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let run = async {
         match cli.command {
             Command::CheckE2e(args) => cmd::check_e2e::run(args).await,
+            Command::CheckLab(args) => cmd::check_lab::run(args).await,
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Ingest(args) => cmd::ingest::run(args).await,
             Command::Latency(args) => cmd::latency::run(args).await,

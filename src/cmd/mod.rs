@@ -4,6 +4,7 @@
 //! another: what two commands share lives in the library.
 
 pub mod check_e2e;
+pub mod check_lab;
 pub mod doctor;
 pub mod ingest;
 pub mod latency;

@@ -32,9 +32,13 @@
 //! InfluxDB I/O), [`run`](mod@run) (the sequence), [`render`] (table, JSON, Markdown),
 //! [`lang`] (French and English).
 
+pub mod backend;
 pub mod eval;
 pub mod lang;
 pub mod observed;
+pub mod render;
+pub mod run;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -42,6 +46,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use lang::Lang;
+pub use run::LabCheck;
 
 /// The stable ids of the items, in report order.
 pub mod ids {
