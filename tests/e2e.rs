@@ -8,51 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::chain::{count_points, now_ms, publish_all, reading_msg, IngestProc, ServeProc};
+use common::chain::{
+    client_env, count_points, now_ms, publish_all, reading_msg, IngestProc, ServeProc,
+};
 use common::influxd::Influxd;
-use common::mosquitto::{account, Mosquitto};
-use common::{describe, eventually, run_arng};
+use common::mosquitto::Mosquitto;
+use common::{arng, describe, eventually, run_arng};
 use rumqttc::QoS;
 use serde_json::Value;
-
-/// The environment of a client command: operator on the broker, the test influxd,
-/// the test API.
-fn client_env(
-    broker: &Mosquitto,
-    db: &Influxd,
-    serve: Option<&ServeProc>,
-) -> Vec<(String, String)> {
-    let (user, pass) = account("operator");
-    let mut env = vec![
-        ("ARNG_MQTT_URL".to_owned(), broker.url()),
-        ("ARNG_MQTT_USERNAME".to_owned(), user),
-        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
-    ];
-    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
-    if let Some(s) = serve {
-        env.push(("ARNG_API_URL".to_owned(), s.url()));
-    }
-    env
-}
-
-/// Runs `arng args` off the async runtime; (exit code, stdout, stderr, description).
-async fn arng(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let env = env.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let out = run_arng(&a, &e);
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            describe(&a, &out),
-        )
-    })
-    .await
-    .unwrap()
-}
 
 /// Fresh heartbeats of `zones` (as the simulator publishes them).
 async fn heartbeats(broker: &Mosquitto, zones: &[&str]) {
@@ -121,7 +84,7 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
     )
     .await;
     api_knows(&serve, &["nord", "sud"]).await;
-    let env = client_env(&broker, &db, Some(&serve));
+    let env = client_env(&broker, &db, Some(&serve.url()));
 
     let (code, stdout, _, shown) = arng(&["check-e2e", "--json", "--timeout", "20s"], &env).await;
     assert_eq!(code, Some(0), "{shown}");
@@ -293,7 +256,7 @@ async fn latency_reports_ordered_percentiles_and_heartbeat_freshness() {
     let serve = ServeProc::start(&broker, &db, &[]);
     heartbeats(&broker, &["nord", "sud"]).await;
     api_knows(&serve, &["nord", "sud"]).await;
-    let env = client_env(&broker, &db, Some(&serve));
+    let env = client_env(&broker, &db, Some(&serve.url()));
 
     let (code, stdout, stderr, shown) = arng(
         &[

@@ -412,3 +412,19 @@ pub async fn latest_sensor(url: &str, sensor: &str) -> Option<serde_json::Value>
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     super::influxd::http(port, "GET", path, "")
 }
+
+/// The environment of a client command (check-e2e, latency, check-lab): the
+/// operator account on the broker, the test influxd, and the API at `api`.
+pub fn client_env(broker: &Mosquitto, db: &Influxd, api: Option<&str>) -> Vec<(String, String)> {
+    let (user, pass) = account("operator");
+    let mut env = vec![
+        ("ARNG_MQTT_URL".to_owned(), broker.url()),
+        ("ARNG_MQTT_USERNAME".to_owned(), user),
+        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
+    ];
+    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+    if let Some(url) = api {
+        env.push(("ARNG_API_URL".to_owned(), url.to_owned()));
+    }
+    env
+}
