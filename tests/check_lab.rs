@@ -399,6 +399,11 @@ async fn a_flawed_team_stack_fails_the_right_items_with_their_evidence() {
             && visible.contains("InfluxDB: no value holds the marker"),
         "{all}"
     );
+    if let Ok(out) = std::env::var("ARNG_CHECK_LAB_REPORT_OUT") {
+        // docs/check-lab.md shows the real output of this run too.
+        let (_, table, _, _) = arng(&args[..args.len() - 1], &env).await;
+        std::fs::write(format!("{out}.flawed.txt"), table).unwrap();
+    }
     // What passes still says what it saw: the Python sensor's payloads and QoS.
     assert!(text("broker.zones", "evidence").contains("nord: "), "{all}");
     assert!(text("heartbeat.qos", "summary").contains("QoS 0"), "{all}");

@@ -41,8 +41,13 @@ def main():
     configs = [SensorConfig(zone=z, sensor=a.sensor, base_temp=a.base_temp, seed=i)
                for i, z in enumerate(a.zones.split(","))]
     client = connect(a.host, a.port, a.username, a.password, f"tp-sensor-{os.getpid()}")
-    sim = SensorSimulator(client, configs, form=a.form, heartbeat_period=a.heartbeat_period,
-                          heartbeat_retain=not a.no_retain)
+    if a.no_retain:
+        # The flaw is played here, not in tp_mqtt.py, which keeps the lab's retained
+        # heartbeat as the lab writes it: every publish goes out without retain.
+        publish = client.publish
+        client.publish = lambda topic, payload, qos=0, retain=False: publish(
+            topic, payload, qos=qos, retain=False)
+    sim = SensorSimulator(client, configs, form=a.form, heartbeat_period=a.heartbeat_period)
     sim.start_heartbeat()
     try:
         while a.count == 0 or sim.count < a.count:

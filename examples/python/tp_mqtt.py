@@ -63,13 +63,11 @@ FORMS = {
 class SensorSimulator:
     """Publie les mesures d'un ou plusieurs capteurs, et le heartbeat de leurs zones."""
 
-    def __init__(self, client, configs, form="lab", heartbeat_period=30.0, heartbeat_retain=True):
+    def __init__(self, client, configs, form="lab", heartbeat_period=30.0):
         self.client = client
         self.configs = configs
         self.form = form
         self.heartbeat_period = heartbeat_period
-        # False only to play a flawed sensor (arng check-lab's tests): the lab wants True.
-        self.heartbeat_retain = heartbeat_retain
         self.rngs = {c.topic: random.Random(c.seed) for c in configs}
         self.count = 0
         self._stop = threading.Event()
@@ -98,7 +96,7 @@ class SensorSimulator:
         for zone in sorted({c.zone for c in self.configs}):
             hb_payload = json.dumps({"zone": zone, "timestamp": time.time()})
             self.client.publish(f"entrepot/heartbeat/{zone}", hb_payload, qos=0,
-                                retain=self.heartbeat_retain).wait_for_publish()
+                                retain=True).wait_for_publish()
             print("HEARTBEAT", zone, hb_payload, flush=True)
 
     def start_heartbeat(self):
