@@ -5,9 +5,7 @@
 
 use serde_json::{json, Value};
 use tabled::builder::Builder;
-use tabled::settings::object::Columns;
-use tabled::settings::peaker::PriorityMax;
-use tabled::settings::{Style, Width};
+use tabled::settings::Style;
 
 use super::{LabReport, Lang, Status};
 use crate::tr;
@@ -37,29 +35,73 @@ fn counts(r: &LabReport) -> String {
     )
 }
 
-/// The table, at most `width` columns wide, then the evidence of every item that did
-/// not pass and the probe data left behind.
+/// `text` wrapped at word boundaries to lines of at most `cols` characters (a word
+/// longer than that is cut).
+pub fn wrap(text: &str, cols: usize) -> String {
+    let cols = cols.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        while word.len() > cols {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            lines.push(word.drain(..cols).collect());
+        }
+        let n = line.chars().count();
+        if n > 0 && n + 1 + word.len() > cols {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.extend(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+/// Title column width at most; the evidence gets the rest.
+const TITLE_COLS: usize = 28;
+
+/// The table, at most `width` columns wide (the cells wrapped at words, the evidence
+/// column getting the room), then the evidence of every item that did not pass and
+/// the probe data left behind.
 pub fn table(r: &LabReport, width: usize) -> String {
+    let l = r.lang;
+    let chars = |s: &str| s.chars().count();
+    let n_cols = chars(&r.items.len().to_string()).max(1);
+    let status_cols = [Status::Pass, Status::Fail, Status::NotChecked]
+        .iter()
+        .map(|s| chars(s.label(l)))
+        .max()
+        .unwrap_or(4)
+        .max(chars(headers(l)[2]));
+    let title_cols = r
+        .items
+        .iter()
+        .map(|i| chars(i.title))
+        .max()
+        .unwrap_or(0)
+        .clamp(chars(headers(l)[1]), TITLE_COLS);
+    // Four columns: "│ " before each, " " after each, "│" at the end.
+    let fixed = n_cols + status_cols + title_cols + 4 * 3 + 1;
+    let evidence_cols = width.saturating_sub(fixed).max(20);
     let mut b = Builder::default();
-    b.push_record(headers(r.lang));
+    b.push_record(headers(l));
     for (i, item) in r.items.iter().enumerate() {
         b.push_record([
             (i + 1).to_string(),
-            item.title.to_owned(),
-            item.status.label(r.lang).to_owned(),
-            item.summary.clone(),
+            wrap(item.title, title_cols),
+            item.status.label(l).to_owned(),
+            wrap(&item.summary, evidence_cols),
         ]);
     }
     let mut t = b.build();
     t.with(Style::rounded());
-    // Titles wrap early so that the evidence gets the room.
-    t.modify(Columns::new(1..2), Width::wrap(28).keep_words(true));
-    // The widest column (the evidence) gives way first; words stay whole.
-    t.with(
-        Width::wrap(width.max(40))
-            .keep_words(true)
-            .priority(PriorityMax::right()),
-    );
     let mut out = t.to_string();
     out.push('\n');
     out.push_str(&counts(r));
@@ -324,6 +366,17 @@ mod tests {
         assert!(
             t.contains("│ exigence") && t.contains("NON VÉRIFIÉ") && t.contains("Détails :"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn words_wrap() {
+        assert_eq!(wrap("a bb ccc dddd", 6), "a bb\nccc\ndddd");
+        assert_eq!(wrap("abcdefgh ij", 3), "abc\ndef\ngh\nij");
+        assert_eq!(wrap("", 5), "");
+        assert_eq!(
+            wrap("entrepot/nord/e2e-probe/v1 (PUBACK in 2 ms)", 30),
+            "entrepot/nord/e2e-probe/v1\n(PUBACK in 2 ms)"
         );
     }
 

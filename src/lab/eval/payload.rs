@@ -76,17 +76,24 @@ pub(crate) fn field(hash: &Seen<Sample>, i: usize, id: &'static str, lang: Lang)
         .with(evidence);
     }
     let (m, w) = (missing.len(), wrong.len());
-    Item::new(
-        id,
-        lang,
-        Status::Fail,
-        tr!(
+    let summary = match (m, w) {
+        (m, 0) => tr!(
             lang,
-            "{name} absent de {m} mesures et mal typé dans {w} (sur {total})",
-            "{name} missing from {m} readings and mistyped in {w} (of {total})"
+            "{name} absent de {m}/{total} mesures",
+            "{name} missing from {m}/{total} readings"
         ),
-    )
-    .with(evidence)
+        (0, w) => tr!(
+            lang,
+            "{name} mal typé dans {w}/{total} mesures",
+            "{name} mistyped in {w}/{total} readings"
+        ),
+        (m, w) => tr!(
+            lang,
+            "{name} absent de {m} et mal typé dans {w} des {total} mesures",
+            "{name} missing from {m} and mistyped in {w} of {total} readings"
+        ),
+    };
+    Item::new(id, lang, Status::Fail, summary).with(evidence)
 }
 
 pub(crate) fn critical(hash: &Seen<Sample>, lang: Lang) -> Item {
@@ -194,10 +201,7 @@ mod tests {
         let s: Seen<Sample> = Ok(sample(readings, vec![]));
         let i = field(&s, 3, PAYLOAD_ALERT_LEVEL, Lang::En);
         assert_eq!(i.status, Status::Fail);
-        assert_eq!(
-            i.summary,
-            "alert_level missing from 1 readings and mistyped in 0 (of 38)"
-        );
+        assert_eq!(i.summary, "alert_level missing from 1/38 readings");
         assert!(i.evidence[0].starts_with("entrepot/sud/th2/v1: {"), "{i:?}");
         let i = field(&s, 2, PAYLOAD_HUM, Lang::Fr);
         assert_eq!(i.status, Status::Fail);
