@@ -411,6 +411,22 @@ async fn a_flawed_team_stack_fails_the_right_items_with_their_evidence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_options_are_refused_and_a_missing_chain_fails_item_by_item() {
+    // The help says where each option comes from, ends with examples, hides secrets.
+    let secrets = [("INFLUX_TOKEN".to_owned(), "super-secret".to_owned())];
+    let (code, help, _, shown) = arng(&["check-lab", "--help"], &secrets).await;
+    assert_eq!(code, Some(0), "{shown}");
+    for needle in [
+        "ARNG_LAB_WINDOW",
+        "[default: 70s]",
+        "--heartbeat-tolerance",
+        "MQTT broker:",
+        "REST API:",
+        "Base URL of the REST API to check (the team's)",
+        "Examples:\n  # A team's chain",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}{shown}");
+    }
+    assert!(!help.contains("super-secret"), "{shown}");
     for args in [
         &["check-lab", "--window", "0s"][..],
         &["check-lab", "--zones", "Nord"],
