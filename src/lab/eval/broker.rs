@@ -86,6 +86,19 @@ fn some(topics: &BTreeSet<String>, n: usize) -> String {
     v.join(", ")
 }
 
+/// The topics a subscription delivered, and whether it lasted the whole window.
+fn sample_evidence(sample: &Sample, topics: &BTreeSet<String>, lang: Lang) -> Vec<String> {
+    let mut evidence = vec![tr!(lang, "topics : {}", "topics: {}", some(topics, 12))];
+    if let Some(why) = &sample.lost {
+        evidence.push(tr!(
+            lang,
+            "connexion perdue avant la fin de la fenêtre : {why} (l'échantillon s'arrête là)",
+            "connection lost before the end of the window: {why} (the sample stops there)"
+        ));
+    }
+    evidence
+}
+
 /// The sample of `seen`, or the item that says why there is none: no connection,
 /// or a subscription the broker refused this account (not the team's failure).
 fn granted<'a>(seen: &'a Seen<Sample>, id: &'static str, lang: Lang) -> Result<&'a Sample, Item> {
@@ -158,7 +171,7 @@ pub(crate) fn plus(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
         return Item::new(BROKER_PLUS, lang, status, why);
     }
     let k = topics.len();
-    let mut evidence = vec![tr!(lang, "topics : {}", "topics: {}", some(&topics, 12))];
+    let mut evidence = sample_evidence(sample, &topics, lang);
     if let Ok(h) = &seen.hash {
         let missed: BTreeSet<String> = h
             .readings
@@ -202,7 +215,7 @@ pub(crate) fn hash(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
         .collect();
     let depths = depths.join(", ");
     let k = topics.len();
-    let evidence = vec![tr!(lang, "topics : {}", "topics: {}", some(&topics, 12))];
+    let evidence = sample_evidence(sample, &topics, lang);
     let deep = sample.depths.keys().any(|d| *d >= 3);
     if n == 0 || !deep {
         let w = s(expect.window);
@@ -372,6 +385,15 @@ mod tests {
         assert_eq!(i.status, Status::Pass, "{i:?}");
         assert!(i.summary.contains("on 3 topics"), "{i:?}");
         assert_eq!(hash(&s, &e, Lang::En).status, Status::Pass);
+        let mut cut = s.clone();
+        if let Ok(h) = cut.hash.as_mut() {
+            h.lost = Some("payload size limit exceeded".into());
+        }
+        let i = hash(&cut, &e, Lang::En);
+        assert!(
+            i.evidence[1].contains("payload size limit exceeded"),
+            "{i:?}"
+        );
         assert!(hash(&s, &e, Lang::En).summary.contains("at 4 levels"));
 
         // A topic outside the filter is the broker's failure.
