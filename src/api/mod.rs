@@ -3,7 +3,9 @@
 //! - [`live`]: the in-memory view (last reading per sensor from MQTT and InfluxDB).
 //! - [`feed`]: what keeps it live (MQTT subscription, InfluxDB refresh).
 //! - [`queries`]: the Flux queries and their row mapping (pure).
-//! - [`routes`]: the handlers, annotated for the OpenAPI document.
+//! - [`routes`]: the route table and the small routes (page, health, metrics, events);
+//!   [`zones`], [`alerts`] and [`thresholds`]: the data routes; [`input`]: how they
+//!   read requests; [`openapi`]: the OpenAPI document and `/docs`.
 //! - [`supervise`]: the supervision indicators (`arng_indicator_*` on `/metrics`, and
 //!   the `supervision` measurement), evaluated every 10 s.
 //! - [`error`]: the JSON error body.
@@ -11,12 +13,17 @@
 //! [`router`] builds the whole application from an [`AppState`], so tests drive it
 //! in-process (`router(state).oneshot(request)`) or over a socket with [`serve`].
 
+mod alerts;
 pub mod error;
 pub mod feed;
+mod input;
 pub mod live;
+pub mod openapi;
 pub mod queries;
 pub mod routes;
 pub mod supervise;
+mod thresholds;
+mod zones;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
