@@ -79,9 +79,29 @@ pub fn openapi_document() -> serde_json::Value {
     refine(
         "/components/schemas/Band",
         serde_json::json!({"description": "The four bounds of one metric, finite and strictly increasing \
-            (critical_low < warning_low < warning_high < critical_high), and the hysteresis \
+            (critical_low < warning_low < warning_high < critical_high), each within the values a \
+            reading may have (temp: -60 to 100 °C, hum: 0 to 100 %), and the hysteresis \
             applied when clearing (0 <= hysteresis < (warning_high - warning_low) / 2)."}),
     );
+    let (lo, hi) = (
+        crate::domain::payload::TEMP_RANGE
+            .0
+            .min(crate::domain::payload::HUM_RANGE.0),
+        crate::domain::payload::TEMP_RANGE
+            .1
+            .max(crate::domain::payload::HUM_RANGE.1),
+    );
+    for bound in [
+        "critical_low",
+        "warning_low",
+        "warning_high",
+        "critical_high",
+    ] {
+        refine(
+            &format!("/components/schemas/Band/properties/{bound}"),
+            serde_json::json!({"minimum": lo, "maximum": hi}),
+        );
+    }
     doc
 }
 
