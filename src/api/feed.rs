@@ -89,8 +89,12 @@ fn on_publish(state: &AppState, topic: &str, payload: &[u8]) {
                 state.publish_event(LiveEvent::new("heartbeat", h.to_json()));
             }
         }
-        Ok(Topic::Alert { zone }) => {
-            if let Ok(a) = Alert::parse(&zone, payload) {
+        Ok(ref t @ (Topic::Alert { ref zone } | Topic::SensorAlert { ref zone })) => {
+            // A source the topic does not allow is a forgery (AlertSource::allowed_on).
+            if let Some(a) = Alert::parse(zone, payload)
+                .ok()
+                .filter(|a| a.source.allowed_on(t))
+            {
                 state.publish_event(LiveEvent::new("alert", a.to_json()));
             }
         }

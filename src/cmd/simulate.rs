@@ -140,7 +140,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub thresholds: Option<PathBuf>,
 
-    /// Do not publish alerts on entrepot/alerts/<zone> (`alert_level` stays in every
+    /// Do not publish alerts on entrepot/alerts/<zone>/sensor (`alert_level` stays in every
     /// reading). Implied with per-zone accounts, which may not publish alerts.
     #[arg(long)]
     pub no_alerts: bool,
@@ -980,7 +980,8 @@ impl Generator {
 
 /// Topic-side alerts: when a metric's level changes, the open alert (if any) is
 /// cleared and a new one raised (if not back to normal), at QoS 1 on
-/// `entrepot/alerts/<zone>`, after the reading that caused it on the same connection.
+/// `entrepot/alerts/<zone>/sensor` (the sensors' alert topic), after the reading that
+/// caused it on the same connection.
 async fn publish_alerts(
     link: &Link,
     shared: &Shared,
@@ -997,7 +998,8 @@ async fn publish_alerts(
             continue;
         }
         sensor.metric_levels[m] = level;
-        let topic = Topic::Alert {
+        // The sensors' alert topic: only services may write entrepot/alerts/<zone>.
+        let topic = Topic::SensorAlert {
             zone: sensor.zone.clone(),
         }
         .to_string();
@@ -1269,7 +1271,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         info!("scenario scheduled: {s}");
     }
     if !plan.alerts {
-        info!("alerts on entrepot/alerts/<zone> are off (--no-alerts or per-zone accounts)");
+        info!("alerts on entrepot/alerts/<zone>/sensor are off (--no-alerts or per-zone accounts)");
     }
 
     // Ctrl-C/SIGTERM: the first stops publishing, the second stops waiting for acks.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::line_protocol::Point;
 use super::names::{SensorId, Zone};
 use super::payload::{format_timestamp, AlertLevel, PayloadError, MAX_PAYLOAD_BYTES};
+use super::topic::Topic;
 
 /// Measurement of alerts.
 pub const ALERTS: &str = "alerts";
@@ -95,6 +96,21 @@ impl AlertSource {
             AlertSource::Sensor => "sensor",
             AlertSource::Ingest => "ingest",
             AlertSource::Api => "api",
+        }
+    }
+
+    /// May an alert published on `topic` carry this source? A broker cannot read
+    /// payloads, so the topic is what proves who published: the ACL lets only the
+    /// services (`ingest`, `api`) and operators write `entrepot/alerts/<zone>`, and the
+    /// simulator only `entrepot/alerts/<zone>/sensor` (docs/decisions.md, 10). An
+    /// alert claiming `source: ingest` on the sensors' topic is a forgery; readers
+    /// refuse it (issue 15: one flipped ingest's health gauge and showed on the live
+    /// page as a rule alert).
+    pub fn allowed_on(self, topic: &Topic) -> bool {
+        match topic {
+            Topic::Alert { .. } => matches!(self, AlertSource::Ingest | AlertSource::Api),
+            Topic::SensorAlert { .. } => self == AlertSource::Sensor,
+            _ => false,
         }
     }
 }

@@ -454,10 +454,22 @@ pub fn classify(p: &Publish) -> Inbound {
             Ok(h) => Inbound::Heartbeat(h, ack),
             Err(e) => invalid(e.reason(), e.to_string(), ack),
         },
-        Topic::Alert { zone } => match Alert::parse(&zone, &p.payload) {
-            Ok(a) => Inbound::Alert(a, ack),
-            Err(e) => invalid("invalid_alert", e.to_string(), ack),
-        },
+        Topic::Alert { ref zone } | Topic::SensorAlert { ref zone } => {
+            match Alert::parse(zone, &p.payload) {
+                // The topic proves who published (mosquitto-conf/acl): a source it
+                // does not allow is a forgery (issue 15).
+                Ok(a) if !a.source.allowed_on(&parsed) => invalid(
+                    "source_mismatch",
+                    format!(
+                        "an alert with source {:?} may not be published on {topic_str}",
+                        a.source.as_str()
+                    ),
+                    ack,
+                ),
+                Ok(a) => Inbound::Alert(a, ack),
+                Err(e) => invalid("invalid_alert", e.to_string(), ack),
+            }
+        }
         Topic::Thresholds => match Thresholds::from_json(&p.payload) {
             Ok(t) => Inbound::Thresholds(t, ack),
             Err(e) => invalid("invalid_thresholds", e.to_string(), ack),
