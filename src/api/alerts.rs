@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::input::{influx_can_store, json_body, parse_duration, Params, INFLUX_TIME_RANGE};
+use super::input::{influx_can_store, json_body, parse_since, Params, INFLUX_TIME_RANGE};
 use super::queries::{self, Since, StoredAlert};
 use super::AppState;
 use crate::domain::alert::{AlertKind, AlertSource, AlertState, MAX_MESSAGE_CHARS};
 use crate::domain::payload::{AlertLevel, HUM_RANGE, TEMP_RANGE};
 use crate::domain::{Alert, SensorId, Topic, Zone};
+use crate::supervision::MAX_CLOCK_AHEAD;
 
 /// An alert raised by a person or an external system.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -65,10 +66,12 @@ pub(super) enum AlertSeverity {
 }
 
 /// Record an alert (bearer token): written to InfluxDB's `alerts` measurement and
-/// published on `entrepot/alerts/<zone>`. Answers 201 with the stored alert.
+/// published on `entrepot/alerts/<zone>`. Answers 201 with the stored alert, 404 for a
+/// zone the API does not know (no reading or heartbeat seen, no thresholds of its own).
 #[utoipa::path(post, path = "/alerts", request_body = NewAlert,
     responses((status = 201, body = Alert), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, description = "write routes disabled: serve was started without --api-token", body = ErrorBody),
+              (status = 404, description = "unknown zone: no reading or heartbeat seen, no thresholds of its own", body = ErrorBody),
               (status = 413, description = "body larger than 64 KiB", body = ErrorBody),
               (status = 415, description = "body not declared as application/json", body = ErrorBody),
               (status = 503, description = "InfluxDB unavailable", body = ErrorBody)),
@@ -91,10 +94,11 @@ pub(super) async fn post_alert(
             "severity: must be warning or critical",
         ));
     }
-    if n.message.chars().count() > MAX_MESSAGE_CHARS {
+    let chars = n.message.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
         return Err(ApiError::field(
             "message",
-            format!("message: longer than {MAX_MESSAGE_CHARS} characters"),
+            format!("message: {chars} characters, longer than the {MAX_MESSAGE_CHARS} an alert may carry"),
         ));
     }
     let metric = n.metric.unwrap_or(AlertKind::Manual);
@@ -128,6 +132,28 @@ pub(super) async fn post_alert(
             "timestamp",
             format!("timestamp: {INFLUX_TIME_RANGE}"),
         ));
+    }
+    // An alert dated in the future would sit above every list until then (issue 15);
+    // the same clock-skew margin as readings (docs/reliability.md, "Bad inputs").
+    let ahead = timestamp - Utc::now();
+    if ahead > chrono::TimeDelta::from_std(MAX_CLOCK_AHEAD).unwrap_or(chrono::TimeDelta::MAX) {
+        return Err(ApiError::field(
+            "timestamp",
+            format!(
+                "timestamp: {} s ahead of the server's clock, more than the {} s allowed",
+                ahead.num_seconds(),
+                MAX_CLOCK_AHEAD.as_secs()
+            ),
+        ));
+    }
+    // Alerts are about the warehouse's zones, not any name (issue 15: a zone nobody
+    // had seen appeared in GET /alerts). Known: a reading or heartbeat seen (MQTT or
+    // InfluxDB within --lookback), or bands of its own in the thresholds.
+    if !state.live().knows(&zone, true) && !state.thresholds().0.zones.contains_key(&zone) {
+        return Err(ApiError::not_found(format!(
+            "zone \"{zone}\" is unknown: no reading or heartbeat seen and no thresholds of its own"
+        ))
+        .with_field("zone"));
     }
     let alert = Alert {
         version: 1,
@@ -171,15 +197,17 @@ pub(super) struct AlertList {
                 description = "only this zone"),
            ("severity" = Option<AlertSeverity>, Query, description = "`warning` or `critical`"),
            ("since" = Option<String>, Query, min_length = 1, example = "24h",
-                description = "a duration back from now from 1s to 31d (e.g. 24h, the default), or an RFC 3339 time not in the future (and after 1677-09-22)"),
-           ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, example = 100, description = "at most this many (default 100)")),
+                description = "a duration back from now from 1s to 31d (e.g. 24h, the default), or an RFC 3339 time with its UTC offset (2026-01-01T00:00:00Z), not in the future (and after 1677-09-22)"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, example = 100, description = "at most this many (default 100)"),
+           ("include_probe" = Option<bool>, Query, description = "also list the alerts of the supervision probe (sensor `e2e-probe`), hidden by default")),
     responses((status = 200, body = AlertList), (status = 400, body = ErrorBody),
               (status = 503, description = "InfluxDB unavailable", body = ErrorBody)))]
 pub(super) async fn list_alerts(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<AlertList>, ApiError> {
-    let params = Params::parse(q, &["zone", "severity", "since", "limit"])?;
+    let params = Params::parse(q, &["zone", "severity", "since", "limit", "include_probe"])?;
+    let include_probe = params.flag("include_probe")?;
     let zone = params
         .get("zone")
         .map(Zone::new)
@@ -199,21 +227,7 @@ pub(super) async fn list_alerts(
     };
     let since = match params.get("since") {
         None => Since::Ago(Duration::from_secs(24 * 3600)),
-        Some(s) => match DateTime::parse_from_rfc3339(s) {
-            // Found by schemathesis: a future time made an empty Flux range, and one
-            // InfluxDB cannot represent a query error, both answered 503.
-            Ok(t) if !influx_can_store(t.with_timezone(&Utc)) => {
-                return Err(ApiError::field(
-                    "since",
-                    format!("since: {INFLUX_TIME_RANGE}"),
-                ))
-            }
-            Ok(t) if t > Utc::now() => {
-                return Err(ApiError::field("since", "since: must not be in the future"))
-            }
-            Ok(t) => Since::At(t.with_timezone(&Utc)),
-            Err(_) => Since::Ago(parse_duration("since", s)?),
-        },
+        Some(s) => parse_since("since", s, Utc::now())?,
     };
     let limit = match params.get("limit") {
         None => 100,
@@ -231,6 +245,7 @@ pub(super) async fn list_alerts(
             severity,
             since,
             limit,
+            include_probe,
         ))
         .await?;
     Ok(Json(AlertList {

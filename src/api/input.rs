@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::queries::Since;
 use crate::domain::Zone;
 
 /// Largest request body accepted.
@@ -53,12 +54,78 @@ impl Params {
         self.0.get(k).map(String::as_str)
     }
 
+    /// A boolean parameter: absent is false; `true`/`false` (also `1`/`0`).
+    pub(super) fn flag(&self, k: &str) -> Result<bool, ApiError> {
+        match self.get(k) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(other) => Err(ApiError::field(
+                k,
+                format!(
+                    "{k}: {:?} is not true or false",
+                    other.chars().take(20).collect::<String>()
+                ),
+            )),
+        }
+    }
+
     pub(super) fn duration(&self, k: &str, default: Duration) -> Result<Duration, ApiError> {
         match self.get(k) {
             None => Ok(default),
             Some(v) => parse_duration(k, v),
         }
     }
+}
+
+/// A start time: an RFC 3339 time with its offset, not in the future and one InfluxDB
+/// can query, or a duration back from `now` ([`parse_duration`]'s bounds). A value that
+/// is neither says which forms are accepted (issue 15: `2026-01-01T00:00:00` was
+/// answered "expected a duration", as if times were not accepted at all).
+pub(super) fn parse_since(field: &str, v: &str, now: DateTime<Utc>) -> Result<Since, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        let t = t.with_timezone(&Utc);
+        // Found by schemathesis: a future time made an empty Flux range, and one
+        // InfluxDB cannot represent a query error, both answered 503.
+        if !influx_can_store(t) {
+            return Err(ApiError::field(
+                field,
+                format!("{field}: {INFLUX_TIME_RANGE}"),
+            ));
+        }
+        if t > now {
+            return Err(ApiError::field(
+                field,
+                format!("{field}: must not be in the future"),
+            ));
+        }
+        return Ok(Since::At(t));
+    }
+    if humantime::parse_duration(v).is_ok() {
+        return parse_duration(field, v).map(Since::Ago);
+    }
+    let shown: String = v.chars().take(40).collect();
+    let local = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .any(|f| chrono::NaiveDateTime::parse_from_str(v, f).is_ok())
+        || chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
+    Err(ApiError::field(
+        field,
+        if local {
+            format!(
+                "{field}: {shown:?} has no UTC offset: write the time in RFC 3339 with its offset, \
+                 e.g. 2026-01-01T00:00:00Z (UTC) or 2026-01-01T00:00:00+01:00"
+            )
+        } else {
+            format!(
+                "{field}: {shown:?} is neither an RFC 3339 time with its offset \
+                 (e.g. 2026-01-01T00:00:00Z) nor a duration back from now (e.g. 30m, 24h, 7d)"
+            )
+        },
+    ))
 }
 
 pub(super) fn parse_duration(field: &str, v: &str) -> Result<Duration, ApiError> {
@@ -101,6 +168,20 @@ pub(super) fn zone_param(p: Result<Path<String>, PathRejection>) -> Result<Zone,
     Zone::new(&raw).map_err(|e| ApiError::field("zone", e.to_string()))
 }
 
+/// The 413 of a body over [`MAX_BODY_BYTES`], whether the body limit layer refused it
+/// from its `Content-Length` or it grew past the limit while read.
+pub(super) fn body_too_large() -> ApiError {
+    ApiError::field(
+        "body",
+        format!(
+            "body: larger than {} KiB, the most a request may carry (an alert message holds at most {} characters)",
+            MAX_BODY_BYTES / 1024,
+            crate::domain::alert::MAX_MESSAGE_CHARS
+        ),
+    )
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
 /// Reads a JSON body: size-limited, `application/json`, and deserialized with the path
 /// of the offending field in the error.
 pub(super) async fn json_body<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
@@ -120,11 +201,19 @@ pub(super) async fn json_body<T: DeserializeOwned>(req: Request) -> Result<T, Ap
         )
         .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+    // The router's RequestBodyLimitLayer bounds the body (tower-http): a body that
+    // announced no length and grows past the limit fails here.
+    let bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await
-        .map_err(|_| {
-            ApiError::field("body", format!("body larger than {MAX_BODY_BYTES} bytes"))
-                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .map_err(|e| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.is::<http_body_util::LengthLimitError>() {
+                    return body_too_large();
+                }
+                cause = c.source();
+            }
+            ApiError::field("body", format!("body: cannot be read: {e}"))
         })?;
     let doc: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::field("body", format!("body: not valid JSON: {e}")))?;
@@ -168,5 +257,40 @@ mod tests {
         assert!(parse_duration("range", "soon").is_err());
         assert!(parse_duration("range", "0s").is_err());
         assert!(parse_duration("range", "400d").is_err());
+        let p = Params::parse(Some("include_probe=true".into()), &["include_probe"]).unwrap();
+        assert!(p.flag("include_probe").unwrap());
+        assert!(!Params::parse(None, &["x"]).unwrap().flag("x").unwrap());
+        let p = Params::parse(Some("x=yes".into()), &["x"]).unwrap();
+        assert_eq!(p.flag("x").unwrap_err().body.field.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn since_says_which_forms_it_accepts() {
+        let now = DateTime::parse_from_rfc3339("2026-11-28T09:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_since("since", "24h", now).unwrap(),
+            Since::Ago(Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(
+            parse_since("since", "2026-01-01T00:00:00+01:00", now).unwrap(),
+            Since::At(
+                DateTime::parse_from_rfc3339("2025-12-31T23:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            )
+        );
+        let msg = |v: &str| parse_since("since", v, now).unwrap_err().body.error;
+        let e = msg("2026-01-01T00:00:00");
+        assert!(
+            e.contains("no UTC offset") && e.contains("2026-01-01T00:00:00Z"),
+            "{e}"
+        );
+        assert!(msg("2026-01-01").contains("no UTC offset"));
+        let e = msg("forever");
+        assert!(e.contains("RFC 3339") && e.contains("duration"), "{e}");
+        assert!(msg("2026-12-01T00:00:00Z").contains("future"));
+        assert!(msg("40d").contains("at most 31d"));
     }
 }

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -18,7 +18,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::input::Params;
 use super::{alerts, openapi, thresholds, zones, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -158,13 +159,18 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
 
 /// Live stream of readings, heartbeats, alerts and threshold changes (server-sent
 /// events named `reading`, `heartbeat`, `alert`, `thresholds`; data is JSON).
-#[utoipa::path(get, path = "/events", responses((status = 200, description = "text/event-stream", content_type = "text/event-stream")))]
+#[utoipa::path(get, path = "/events",
+    params(("include_probe" = Option<bool>, Query, description = "also stream the supervision probe's readings and alerts (sensor `e2e-probe`), hidden by default")),
+    responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"), (status = 400, body = ErrorBody)))]
 pub(super) async fn events(
     State(state): State<AppState>,
-) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+    RawQuery(q): RawQuery,
+) -> Result<Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let include_probe = Params::parse(q, &["include_probe"])?.flag("include_probe")?;
     let stream = BroadcastStream::new(state.subscribe_events())
         // A slow page that missed events just gets the next ones.
         .filter_map(|e| e.ok())
+        .filter(move |e| include_probe || !e.probe)
         .map(|e| Ok(Event::default().event(e.kind).data(e.data)));
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

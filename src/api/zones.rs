@@ -20,10 +20,21 @@ use crate::domain::{SensorId, Zone};
 /// Most points per series a history answer may hold.
 const MAX_HISTORY_POINTS: u128 = 5000;
 
+/// What the lab's views leave out unless asked: the supervision probe (sensor
+/// `e2e-probe` of `arng check-e2e` and `arng latency`) is no sensor of the warehouse.
+const INCLUDE_PROBE_DOC: &str =
+    "also show the supervision probe (sensor `e2e-probe`), hidden by default";
+
 /// Zones with their last-seen time and heartbeat freshness.
-#[utoipa::path(get, path = "/zones", responses((status = 200, body = Vec<ZoneSummary>)))]
-pub(super) async fn zones(State(state): State<AppState>) -> Json<Vec<ZoneSummary>> {
-    Json(state.live().zones(Utc::now()))
+#[utoipa::path(get, path = "/zones",
+    params(("include_probe" = Option<bool>, Query, description = INCLUDE_PROBE_DOC)),
+    responses((status = 200, body = Vec<ZoneSummary>), (status = 400, body = ErrorBody)))]
+pub(super) async fn zones(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<ZoneSummary>>, ApiError> {
+    let include_probe = Params::parse(q, &["include_probe"])?.flag("include_probe")?;
+    Ok(Json(state.live().zones(Utc::now(), include_probe)))
 }
 
 /// Latest reading of each sensor in a zone: as seen on MQTT by this process, as
@@ -32,7 +43,8 @@ pub(super) async fn zones(State(state): State<AppState>) -> Json<Vec<ZoneSummary
 #[utoipa::path(get, path = "/zones/{zone}/latest",
     params(("zone" = String, Path, pattern = r"^(?!(heartbeat|alerts|status|config|deadletter)$)[a-z0-9][a-z0-9_-]{0,31}$",
                 description = "zone name: 1-32 of a-z 0-9 _ -, starting with a letter or digit; not heartbeat, alerts, status, config or deadletter"),
-           ("source" = Option<LatestSource>, Query, description = "`cache` (default) or `influx`")),
+           ("source" = Option<LatestSource>, Query, description = "`cache` (default) or `influx`"),
+           ("include_probe" = Option<bool>, Query, description = INCLUDE_PROBE_DOC)),
     responses((status = 200, body = ZoneLatest), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 503, description = "InfluxDB unavailable (`source=influx`)", body = ErrorBody)))]
 pub(super) async fn zone_latest(
@@ -41,7 +53,8 @@ pub(super) async fn zone_latest(
     RawQuery(q): RawQuery,
 ) -> Result<Json<ZoneLatest>, ApiError> {
     let zone = zone_param(zone)?;
-    let params = Params::parse(q, &["source"])?;
+    let params = Params::parse(q, &["source", "include_probe"])?;
+    let include_probe = params.flag("include_probe")?;
     let direct = match params.get("source") {
         None | Some("cache") => false,
         Some("influx") => true,
@@ -76,7 +89,7 @@ pub(super) async fn zone_latest(
         let mut view = live::LiveState::default();
         for s in state
             .live()
-            .zone_latest(&zone, now)
+            .zone_latest(&zone, now, true)
             .map(|z| z.sensors)
             .unwrap_or_default()
         {
@@ -94,9 +107,9 @@ pub(super) async fn zone_latest(
             queries::heartbeat_times(&hb),
             now,
         );
-        view.zone_latest(&zone, now)
+        view.zone_latest(&zone, now, include_probe)
     } else {
-        state.live().zone_latest(&zone, now)
+        state.live().zone_latest(&zone, now, include_probe)
     };
     answer.map(Json).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -138,7 +151,8 @@ pub(super) struct History {
            ("range" = Option<String>, Query, min_length = 1, example = "6h",
                 description = "how far back, a duration (e.g. 1h, the default; 90m; 1h 30m) from 1s to 31d"),
            ("every" = Option<String>, Query, min_length = 1, example = "5m",
-                description = "window, a duration (e.g. 1m, the default), at most `range` and at least `range`/5000")),
+                description = "window, a duration (e.g. 1m, the default), at most `range` and at least `range`/5000"),
+           ("include_probe" = Option<bool>, Query, description = INCLUDE_PROBE_DOC)),
     responses((status = 200, body = History), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 503, description = "InfluxDB unavailable", body = ErrorBody)))]
 pub(super) async fn zone_history(
@@ -147,7 +161,8 @@ pub(super) async fn zone_history(
     RawQuery(q): RawQuery,
 ) -> Result<Json<History>, ApiError> {
     let zone = zone_param(zone)?;
-    let params = Params::parse(q, &["range", "every"])?;
+    let params = Params::parse(q, &["range", "every", "include_probe"])?;
+    let include_probe = params.flag("include_probe")?;
     let range = params.duration("range", Duration::from_secs(3600))?;
     let every = params.duration("every", Duration::from_secs(60))?;
     if every > range {
@@ -162,7 +177,7 @@ pub(super) async fn zone_history(
             format!("every: too small for this range (at most {MAX_HISTORY_POINTS} windows)"),
         ));
     }
-    if !state.live().knows(&zone) {
+    if !state.live().knows(&zone, include_probe) {
         return Err(ApiError::not_found(format!(
             "zone \"{zone}\" is unknown: no reading or heartbeat seen"
         ))
@@ -175,6 +190,7 @@ pub(super) async fn zone_history(
             &zone,
             range,
             every,
+            include_probe,
         ))
         .await?;
     Ok(Json(History {

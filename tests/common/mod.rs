@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod api;
 pub mod chain;
 pub mod influxd;
 pub mod mosquitto;
