@@ -166,7 +166,7 @@ async fn accounts_write_only_their_topics() {
         ("simulator", "entrepot/heartbeat/sud", true),
         ("simulator", "entrepot/status/sensor-sud", true),
         // Only the services write the alerts branch; the simulator's sensors raise
-        // theirs on the sensors' topic (docs/decisions.md, 10).
+        // theirs on the sensors' topic (docs/decisions.md, 12).
         ("simulator", "entrepot/alerts/est", false),
         ("simulator", "entrepot/alerts/est/sensor", true),
         ("simulator", "entrepot/alerts/est/ingest", false),

@@ -102,7 +102,7 @@ impl AlertSource {
     /// May an alert published on `topic` carry this source? A broker cannot read
     /// payloads, so the topic is what proves who published: the ACL lets only the
     /// services (`ingest`, `api`) and operators write `entrepot/alerts/<zone>`, and the
-    /// simulator only `entrepot/alerts/<zone>/sensor` (docs/decisions.md, 10). An
+    /// simulator only `entrepot/alerts/<zone>/sensor` (docs/decisions.md, 12). An
     /// alert claiming `source: ingest` on the sensors' topic is a forgery; readers
     /// refuse it (issue 15: one flipped ingest's health gauge and showed on the live
     /// page as a rule alert).
