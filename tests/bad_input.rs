@@ -576,6 +576,19 @@ async fn errors_say_what_happened_in_json() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
     assert_eq!(r.json::<Value>().await.unwrap(), v);
+    // Refused before its body is read (no token): answered, and the client's next
+    // request on its pool works (the refused connection was closed, not reused).
+    let r = api
+        .http
+        .post(format!("{}/alerts", api.base))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 60_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["connection"], "close");
+    assert_eq!(api.get("/zones").await.0, 200);
 
     // The bearer scheme in any case (RFC 7235).
     let ok_alert = json!({"zone": "nord", "severity": "warning", "message": "m"});

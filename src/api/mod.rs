@@ -215,8 +215,14 @@ fn bearer_token(value: &str) -> Option<&str> {
 
 /// Errors made by the layers rather than the handlers (the body limit's 413, the
 /// timeout's 503) come without a body, or with a plain-text one. Every error of the
-/// API is a JSON object with an `error` message, so those get one here.
+/// API is a JSON object with an `error` message, so those get one here. An error
+/// answer to a request with a body also closes the connection.
 async fn json_errors(req: Request, next: Next) -> Response {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp
@@ -251,9 +257,10 @@ async fn json_errors(req: Request, next: Next) -> Response {
         }
         fresh
     };
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The body was not read to its end: the connection cannot carry another
-        // request, and a client that reused it would get an incomplete message.
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        // Refused before its body was read to the end (too large, no token...), the
+        // connection cannot carry another request: a client that reused it would get
+        // an incomplete message instead of its next answer. Error paths only.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
