@@ -10,17 +10,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::chain::{
-    collect_topic, count_points, mqtt_args, now_ms, publish_all, reading_msg, sequences,
-    wait_for_count, IngestProc,
+    assert_each_reading_once, collect_topic, count_points, mqtt_args, now_ms, publish_all,
+    reading_msg, spawn_simulate, wait_for_count, IngestProc,
 };
 use common::influxd::Influxd;
 use common::link::Link;
-use common::mosquitto::{account, Mosquitto};
-use common::{describe, repo_root, run_arng};
+use common::mosquitto::Mosquitto;
+use common::repo_root;
 use rumqttc::QoS;
 
 const SITE_CLIENT_ID: &str = "bridge-site-1";
@@ -63,23 +62,10 @@ async fn readings_cross_a_cut_link_and_a_central_restart_exactly_once() {
     wait_for_bridge(&central, 1, Duration::from_secs(20)).await;
 
     // The simulator publishes to the site broker only.
-    let site_url = site.url();
-    let simulate = tokio::task::spawn_blocking(move || {
-        let (user, pass) = account("simulator");
-        let args: Vec<&str> = "simulate --zones nord,sud,est --sensors-per-zone 2 \
-             --interval 200ms --count 240 --seed 17 --json"
-            .split_whitespace()
-            .collect();
-        let out = run_arng(
-            &args,
-            &[
-                ("ARNG_MQTT_URL", site_url.as_str()),
-                ("ARNG_MQTT_USERNAME", user.as_str()),
-                ("ARNG_MQTT_PASSWORD", pass.as_str()),
-            ],
-        );
-        (describe(&args, &out), out)
-    });
+    let simulate = spawn_simulate(
+        &site,
+        "--zones nord,sud,est --sensors-per-zone 2 --interval 200ms --count 240 --seed 17 --json",
+    );
 
     // Readings flow site -> central -> ingest -> InfluxDB before the cut.
     let before_cut = wait_for_count(&db, 30, Duration::from_secs(20)).await;
@@ -135,22 +121,7 @@ async fn readings_cross_a_cut_link_and_a_central_restart_exactly_once() {
         published,
         "readings in InfluxDB (before the cut {before_cut}, during it {late_in_cut}, after it {after_restore})"
     );
-    let expected: BTreeMap<(String, String), [i64; 3]> = ZONES
-        .iter()
-        .flat_map(|z| {
-            (1..=SENSORS).map(move |s| {
-                (
-                    (z.to_string(), format!("s{s}")),
-                    [PER_SENSOR, PER_SENSOR, PER_SENSOR - 1],
-                )
-            })
-        })
-        .collect();
-    assert_eq!(
-        sequences(&db).await,
-        expected,
-        "[points, distinct seq, max seq] per sensor: each reading exactly once"
-    );
+    assert_each_reading_once(&db, &ZONES, SENSORS, PER_SENSOR).await;
     // Ingest wrote at least every reading once (redeliveries rewrite the same point).
     let written = ingest.metric("arng_ingest_readings_written_total");
     assert!(written >= published as f64);

@@ -446,3 +446,55 @@ pub async fn wait_for_count(db: &Influxd, n: i64, timeout: Duration) -> i64 {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Runs `arng simulate ARGS` (account `simulator`, against `broker`) on a blocking
+/// thread; the handle gives its output and [`super::describe`]'s account of it.
+pub fn spawn_simulate(
+    broker: &Mosquitto,
+    args: &str,
+) -> tokio::task::JoinHandle<(String, std::process::Output)> {
+    let url = broker.url();
+    let args: Vec<String> = std::iter::once("simulate")
+        .chain(args.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let (user, pass) = account("simulator");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = super::run_arng(
+            &args,
+            &[
+                ("ARNG_MQTT_URL", url.as_str()),
+                ("ARNG_MQTT_USERNAME", user.as_str()),
+                ("ARNG_MQTT_PASSWORD", pass.as_str()),
+            ],
+        );
+        (super::describe(&args, &out), out)
+    })
+}
+
+/// Each of `zones` x `sensors` (named s1, s2... as `arng simulate` names them) holds
+/// readings `0..per_sensor`, each exactly once ([`sequences`]).
+pub async fn assert_each_reading_once(
+    db: &Influxd,
+    zones: &[&str],
+    sensors: usize,
+    per_sensor: i64,
+) {
+    let expected: std::collections::BTreeMap<(String, String), [i64; 3]> = zones
+        .iter()
+        .flat_map(|z| {
+            (1..=sensors).map(move |s| {
+                (
+                    (z.to_string(), format!("s{s}")),
+                    [per_sensor, per_sensor, per_sensor - 1],
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        sequences(db).await,
+        expected,
+        "[points, distinct seq, max seq] per sensor"
+    );
+}
