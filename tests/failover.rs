@@ -72,6 +72,10 @@ async fn a_killed_worker_s_share_waits_for_it_and_arrives_when_it_restarts() {
     wait_for_count(&db, 1200, Duration::from_secs(20)).await;
     let b_before = b.metric(WRITTEN);
     assert!(b_before > 0.0, "b wrote nothing before it was killed");
+    assert!(
+        !simulate.is_finished(),
+        "the stream ended before the kill: the kill would not be mid-stream"
+    );
     b.kill9();
 
     let (shown, out) = simulate.await.unwrap();
