@@ -10,19 +10,17 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
-use crate::config::{InfluxArgs, MqttArgs};
+use crate::config::Backends;
 use crate::domain::names::validate_name;
 use crate::domain::Thresholds;
 use crate::ingest::{IngestConfig, IngestMetrics};
 use crate::metrics::Registry;
+use crate::units::{parse_positive_duration, parse_size};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
+    pub backends: Backends,
 
     /// MQTT client id. Keep it stable: the broker holds this session's messages while
     /// ingest is down and delivers them when it returns. Each process of a shared
@@ -122,44 +120,6 @@ fn parse_group(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 200ms, 5s, 1m)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
-
-/// `123`, `64KiB`, `256MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (expected e.g. 256MiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        u => {
-            return Err(format!(
-                "unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
-        }
-    };
-    let v = n.checked_mul(mult).ok_or("size too large")?;
-    if v == 0 {
-        return Err("must be greater than zero".into());
-    }
-    Ok(v)
-}
-
 fn parse_thresholds_file(path: &str) -> Result<Thresholds, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     Thresholds::from_json(&bytes).map_err(|e| format!("{path}: {e}"))
@@ -188,8 +148,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_spool_dir(&args.client_id));
     let cfg = IngestConfig {
-        mqtt: args.mqtt,
-        influx: args.influx,
+        mqtt: args.backends.mqtt,
+        influx: args.backends.influx,
         client_id: args.client_id,
         share_group: args.share_group,
         batch_size: args.batch_size as usize,
@@ -205,7 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     info!(broker = %cfg.mqtt.url, influx = %cfg.influx.url, bucket = %cfg.influx.bucket,
           client_id = %cfg.client_id, share_group = ?cfg.share_group, spool = %cfg.spool_dir.display(), "ingest starting");
-    let result = crate::ingest::run(cfg, metrics, super::shutdown_signal()).await;
+    let result = crate::ingest::run(cfg, metrics, crate::shutdown::signal()).await;
     metrics_server.abort();
     result.context("ingest stopped on an error")?;
     info!("ingest stopped cleanly");
@@ -217,23 +177,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12XB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
-    }
-
-    #[test]
     fn client_ids_and_groups() {
         assert!(parse_client_id("arng-ingest-1").is_ok());
         assert!(parse_client_id("a/b").is_err());
         assert!(parse_client_id("").is_err());
         assert!(parse_group("g1").is_ok());
         assert!(parse_group("a/b").is_err());
-        assert!(parse_positive_duration("0s").is_err());
     }
 }

@@ -9,19 +9,15 @@ use axum::http::HeaderValue;
 use tracing::info;
 
 use crate::api::{self, ApiOptions, AppState};
-use crate::config::{InfluxArgs, MqttArgs, Secret};
+use crate::config::{Backends, Secret};
 use crate::metrics::Registry;
 use crate::store::InfluxClient;
-
-use super::ingest::parse_positive_duration;
+use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
+    pub backends: Backends,
 
     /// TCP port to listen on.
     #[arg(long, env = "ARNG_API_PORT", default_value_t = 8000)]
@@ -88,9 +84,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         request_timeout: args.request_timeout,
         lookback: args.lookback,
     };
-    let (client, eventloop) = api::feed::mqtt_client(&args.mqtt);
+    let (client, eventloop) = api::feed::mqtt_client(&args.backends.mqtt);
     let state = AppState::new(
-        InfluxClient::new(&args.influx),
+        InfluxClient::new(&args.backends.influx),
         client.clone(),
         options,
         Registry::new(),
@@ -102,8 +98,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.lookback,
     ));
     tokio::spawn(api::supervise::run(state.clone(), api::supervise::INTERVAL));
-    info!(%addr, broker = %args.mqtt.url, influx = %args.influx.url, "API on http://{addr} (docs: /docs)");
-    api::serve(listener, state, super::shutdown_signal())
+    info!(%addr, broker = %args.backends.mqtt.url, influx = %args.backends.influx.url, "API on http://{addr} (docs: /docs)");
+    api::serve(listener, state, crate::shutdown::signal())
         .await
         .context("API server failed")?;
     info!("API stopped");
