@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod influxd;
+pub mod link;
 pub mod mosquitto;
 
 use std::net::TcpListener;
