@@ -24,11 +24,12 @@ pub const PROBE_SENSOR: &str = "e2e-probe";
 /// The Flux predicate that leaves probe readings out of a dashboard query.
 pub const EXCLUDE_PROBES: &str = r#"r.sensor != "e2e-probe""#;
 
-/// How far ahead of a process's clock a timestamp may be before it counts as wrong:
+/// How far ahead of the API's clock a timestamp may be before it counts as wrong:
 /// the API shows nothing dated later (its views and Flux ranges stop there) and
-/// refuses alerts dated later. Five minutes absorbs a clock NTP has not corrected
-/// yet; the same margin as ingest's default for readings (docs/reliability.md).
-pub const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(300);
+/// refuses alerts dated later. The payload reader's default margin (five minutes,
+/// ingest's `--future-margin` when not set), so what ingest stores by default the
+/// API shows.
+pub const MAX_CLOCK_AHEAD: Duration = crate::domain::payload::DEFAULT_FUTURE_MARGIN;
 
 /// Is this sensor the supervision probe (whose silence is expected, not an alarm)?
 pub fn is_probe(sensor: &str) -> bool {

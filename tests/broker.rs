@@ -215,9 +215,10 @@ async fn accounts_write_only_their_topics() {
 }
 
 /// Reading is checked per delivered message: a sensor may subscribe to
-/// `entrepot/#` but only ever receives the thresholds.
+/// `entrepot/#` but only ever receives the thresholds and the dead letters (so a
+/// student with a sensor's account sees why a message was refused).
 #[tokio::test]
-async fn sensor_reads_only_the_thresholds() {
+async fn sensor_reads_only_the_thresholds_and_dead_letters() {
     let broker = Mosquitto::start();
     let mut sensor = connect(&broker, "sensor-nord").await;
     let granted = sensor.subscribe("entrepot/#", QoS::AtLeastOnce).await;
@@ -228,13 +229,18 @@ async fn sensor_reads_only_the_thresholds() {
         "entrepot/nord/s1/v1",
         "entrepot/alerts/nord",
         "entrepot/config/thresholds",
+        "entrepot/heartbeat/sud",
+        "entrepot/deadletter/missing_field",
     ] {
         operator.publish(topic, QoS::AtLeastOnce, false, "{}").await;
     }
 
     assert_eq!(
         sensor.topics_until_quiet().await,
-        ["entrepot/config/thresholds"]
+        [
+            "entrepot/config/thresholds",
+            "entrepot/deadletter/missing_field"
+        ]
     );
 }
 

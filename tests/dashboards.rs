@@ -718,6 +718,7 @@ async fn downsampling_task_writes_exact_minute_aggregates() {
                 temp,
                 hum,
                 alert_level: level,
+                provenance: Default::default(),
             })
         };
     use AlertLevel::{Critical, Normal, Warning};

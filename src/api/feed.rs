@@ -79,7 +79,12 @@ fn on_publish(state: &AppState, topic: &str, payload: &[u8]) {
     // Invalid messages are ingest's business (it dead-letters them); the API skips them.
     match Topic::parse(topic) {
         Ok(Topic::Reading { zone, sensor }) => {
-            if let Ok(r) = Reading::parse(&zone, &sensor, payload) {
+            // The default (liberal) policy, as ingest's default: the lab's readings
+            // without timestamp or level show here too, dated and levelled by the API.
+            if let Ok(mut r) = Reading::parse(&zone, &sensor, payload) {
+                if r.provenance.level_derived {
+                    r.apply_thresholds(&state.thresholds().0);
+                }
                 // A reading dated too far ahead changes nothing (live.rs says why).
                 if state.live_write().on_reading(&r, now) {
                     let probe = is_probe(r.sensor.as_str());

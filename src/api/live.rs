@@ -37,6 +37,10 @@ pub struct MqttReading {
     pub seq: Option<u64>,
     /// When the API received it on MQTT (RFC 3339).
     pub received_at: String,
+    /// `"api"` when the payload had no timestamp and `timestamp` is the API's time of
+    /// receipt (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stamped_by: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub timestamp_ms: i64,
@@ -54,6 +58,10 @@ pub struct StoredReading {
     pub seq: Option<i64>,
     /// Now minus `timestamp`: how old the newest stored point is, in milliseconds.
     pub age_ms: i64,
+    /// `"ingest"` when the payload had no timestamp and ingest dated the point at
+    /// receipt (absent otherwise; docs/data-model.md says what that costs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stamped_by: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub timestamp_ms: i64,
@@ -118,6 +126,7 @@ struct InfluxSlot {
     hum: Option<f64>,
     alert_level: Option<AlertLevel>,
     seq: Option<i64>,
+    stamped_by_ingest: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -142,6 +151,8 @@ pub struct StoredPoint {
     pub hum: Option<f64>,
     pub alert_level: Option<AlertLevel>,
     pub seq: Option<i64>,
+    /// The point carries `stamped_by="ingest"`.
+    pub stamped_by_ingest: bool,
 }
 
 /// The cache.
@@ -186,6 +197,7 @@ impl LiveState {
             alert_level: r.alert_level,
             seq: r.seq,
             received_at: format_timestamp(now),
+            stamped_by: r.provenance.stamped_on_receipt.then(|| "api".to_owned()),
             timestamp_ms: ms,
         });
         true
@@ -232,6 +244,7 @@ impl LiveState {
                 hum: p.hum,
                 alert_level: p.alert_level,
                 seq: p.seq,
+                stamped_by_ingest: p.stamped_by_ingest,
             });
         }
         for slot in self.heartbeats.values_mut() {
@@ -291,6 +304,7 @@ impl LiveState {
                             alert_level: i.alert_level,
                             seq: i.seq,
                             age_ms: now_ms.saturating_sub(i.time_ms).max(0),
+                            stamped_by: i.stamped_by_ingest.then(|| "ingest".to_owned()),
                             timestamp_ms: i.time_ms,
                         });
                         let lag_ms = match (&slot.mqtt, &influx) {
@@ -380,6 +394,7 @@ mod tests {
             temp,
             hum: 40.0,
             alert_level: AlertLevel::Normal,
+            provenance: Default::default(),
         }
     }
 
@@ -399,6 +414,7 @@ mod tests {
                 hum: Some(40.0),
                 alert_level: Some(AlertLevel::Normal),
                 seq: Some(0),
+                stamped_by_ingest: false,
             }],
             vec![(nord.clone(), 990_000)],
             t(1_000_100),
@@ -421,12 +437,18 @@ mod tests {
                 hum: Some(40.0),
                 alert_level: None,
                 seq: Some(1),
+                stamped_by_ingest: true,
             }],
             vec![],
             t(1_000_200),
         );
         let z = s.zone_latest(&nord, t(1_001_000), false).unwrap();
         assert!(z.sensors[0].in_sync);
+        assert_eq!(
+            z.sensors[0].influx.as_ref().unwrap().stamped_by.as_deref(),
+            Some("ingest")
+        );
+        assert_eq!(z.sensors[0].mqtt.as_ref().unwrap().stamped_by, None);
         assert_eq!(z.heartbeat.age_s, None);
         let zones = s.zones(t(1_001_000), false);
         assert_eq!(zones.len(), 1);
@@ -512,6 +534,7 @@ mod tests {
                 hum: Some(1.0),
                 alert_level: Some(AlertLevel::Critical),
                 seq: None,
+                stamped_by_ingest: false,
             }],
             vec![(nord.clone(), future)],
             t(now),

@@ -79,20 +79,33 @@ pub fn latest_heartbeats(bucket: &str, lookback: Duration) -> String {
     )
 }
 
+/// The newest stored point of each sensor. `last()` works per field, so a field that
+/// only some points carry (`seq`, `stamped_by`) can have its last value at an older
+/// time than `temp`; the pivot then gives that sensor a second, older row. Only the
+/// newest row of each sensor is its last point.
 pub fn stored_points(rows: &[Record]) -> Vec<StoredPoint> {
-    rows.iter()
-        .filter_map(|r| {
-            Some(StoredPoint {
-                zone: Zone::new(r.str("zone")?).ok()?,
-                sensor: SensorId::new(r.str("sensor")?).ok()?,
-                time_ms: r.time("_time")?.timestamp_millis(),
-                temp: r.f64("temp"),
-                hum: r.f64("hum"),
-                alert_level: r.i64("alert_level").and_then(AlertLevel::from_code),
-                seq: r.i64("seq"),
-            })
+    let mut newest: std::collections::BTreeMap<(Zone, SensorId), StoredPoint> = Default::default();
+    for p in rows.iter().filter_map(|r| {
+        Some(StoredPoint {
+            zone: Zone::new(r.str("zone")?).ok()?,
+            sensor: SensorId::new(r.str("sensor")?).ok()?,
+            time_ms: r.time("_time")?.timestamp_millis(),
+            temp: r.f64("temp"),
+            hum: r.f64("hum"),
+            alert_level: r.i64("alert_level").and_then(AlertLevel::from_code),
+            seq: r.i64("seq"),
+            stamped_by_ingest: r.str("stamped_by") == Some("ingest"),
         })
-        .collect()
+    }) {
+        let key = (p.zone.clone(), p.sensor.clone());
+        match newest.get(&key) {
+            Some(old) if old.time_ms >= p.time_ms => {}
+            _ => {
+                newest.insert(key, p);
+            }
+        }
+    }
+    newest.into_values().collect()
 }
 
 pub fn heartbeat_times(rows: &[Record]) -> Vec<(Zone, i64)> {
@@ -241,6 +254,43 @@ pub fn stored_alerts(rows: &[Record]) -> Vec<StoredAlert> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::csv::Value;
+
+    fn row(time_ms: i64, fields: &[(&str, Value)]) -> Record {
+        let mut r = Record::default();
+        r.values.insert("zone".into(), Value::String("nord".into()));
+        r.values
+            .insert("sensor".into(), Value::String("temp".into()));
+        r.values.insert(
+            "_time".into(),
+            Value::Time(DateTime::from_timestamp_millis(time_ms).unwrap()),
+        );
+        for (k, v) in fields {
+            r.values.insert((*k).into(), v.clone());
+        }
+        r
+    }
+
+    #[test]
+    fn a_sensor_has_one_last_point_whatever_the_pivot_gives() {
+        // The lab's message (stamped by ingest) then a reading with a timestamp: the
+        // pivot of the per-field last() gives an old row with only `stamped_by`.
+        let newer = row(
+            2_000,
+            &[
+                ("temp", Value::Double(31.5)),
+                ("alert_level", Value::Long(2)),
+            ],
+        );
+        let older = row(1_000, &[("stamped_by", Value::String("ingest".into()))]);
+        for rows in [vec![newer.clone(), older.clone()], vec![older, newer]] {
+            let points = stored_points(&rows);
+            assert_eq!(points.len(), 1, "{points:?}");
+            assert_eq!(points[0].time_ms, 2_000);
+            assert_eq!(points[0].temp, Some(31.5));
+            assert!(!points[0].stamped_by_ingest);
+        }
+    }
 
     #[test]
     fn queries_quote_every_value() {

@@ -132,6 +132,10 @@ fn mqtt_to_reading(
         temp: m.temp,
         hum: m.hum,
         alert_level: m.alert_level,
+        provenance: crate::domain::Provenance {
+            stamped_on_receipt: m.stamped_by.is_some(),
+            level_derived: false,
+        },
     }
 }
 

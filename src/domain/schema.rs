@@ -2,7 +2,7 @@
 //!
 //! | measurement | tags | fields | time |
 //! |---|---|---|---|
-//! | `readings` | `zone`, `sensor` | `temp` (float, °C), `hum` (float, %), `alert_level` (int 0/1/2), `seq` (int, when sent) | reading's `timestamp` |
+//! | `readings` | `zone`, `sensor` | `temp` (float, °C), `hum` (float, %), `alert_level` (int 0/1/2), `seq` (int, when sent), `stamped_by` (`"ingest"`, when the payload had no timestamp) | reading's `timestamp` (or ingest's clock) |
 //! | `heartbeats` | `zone` | `sensors` (int, 0 when not sent) | heartbeat's `timestamp` |
 //! | `broker` | (none) | one float per `$SYS` statistic (`clients_connected`, `publish_dropped`, ...) | ingest's clock, whole second |
 //! | `ingest` | `instance` | `readings`, `spool_bytes`, `received` (int); `lag_p50_s`, `lag_p99_s`, `lag_max_s` (float) and `lag_samples` (int), when readings were written | ingest's clock, every 10 s |
@@ -61,6 +61,11 @@ pub fn reading_point(r: &Reading) -> Point {
     if let Some(seq) = r.seq {
         // Stored as a signed integer: Flux handles `int` everywhere, `uint` poorly.
         p = p.int("seq", i64::try_from(seq).unwrap_or(i64::MAX));
+    }
+    if r.provenance.stamped_on_receipt {
+        // Says that the time is ingest's clock at receipt, not the sensor's: such a
+        // point is not idempotent (docs/data-model.md, "Accepted forms").
+        p = p.string("stamped_by", "ingest");
     }
     p.timestamp(r.timestamp)
 }
@@ -195,10 +200,23 @@ mod tests {
             temp: 31.5,
             hum: 40.0,
             alert_level: AlertLevel::Critical,
+            provenance: Default::default(),
         };
         assert_eq!(
             reading_point(&r).to_line().unwrap(),
             "readings,sensor=s1,zone=nord temp=31.5,hum=40.0,alert_level=2i,seq=5i 1795850102125"
+        );
+        let stamped = Reading {
+            seq: None,
+            provenance: crate::domain::Provenance {
+                stamped_on_receipt: true,
+                level_derived: true,
+            },
+            ..r
+        };
+        assert_eq!(
+            reading_point(&stamped).to_line().unwrap(),
+            "readings,sensor=s1,zone=nord temp=31.5,hum=40.0,alert_level=2i,stamped_by=\"ingest\" 1795850102125"
         );
     }
 

@@ -114,6 +114,7 @@ impl Prober {
             temp,
             hum: supervision::clamp_hum(hum),
             alert_level: level,
+            provenance: Default::default(),
         }
     }
 

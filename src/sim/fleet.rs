@@ -241,6 +241,7 @@ impl Generator {
                     temp,
                     hum,
                     alert_level: level,
+                    provenance: Default::default(),
                 };
                 self.link
                     .publish(
