@@ -60,7 +60,7 @@ impl PayloadArgs {
 }
 
 fn parse_margin(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 5m)"))?;
+    let d = crate::units::parse_duration(s)?;
     if d > Duration::from_secs(366 * 86_400) {
         return Err("at most a year (366d)".into());
     }

@@ -8,8 +8,10 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod api;
 pub mod chain;
 pub mod influxd;
+pub mod link;
 pub mod mosquitto;
 
 use std::net::TcpListener;
