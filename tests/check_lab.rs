@@ -201,7 +201,7 @@ async fn every_item_passes_against_arngs_own_chain() {
         .as_str()
         .unwrap();
     for place in [
-        "GET /alerts",
+        "GET /alerts?include_probe=true",
         "MQTT entrepot/alerts/nord",
         "InfluxDB alerts.message (bucket entrepot)",
     ] {
