@@ -4,26 +4,47 @@
 use clap::{ArgAction, Parser, Subcommand};
 
 use crate::cmd;
+use crate::help::{self, heading};
 
 /// Run and check a warehouse IoT chain: MQTT sensors → rules and alerts → InfluxDB 2 →
 /// REST API, with supervision.
 ///
-/// Every option can also be set with the environment variable shown in its help.
-/// Logs go to stderr (RUST_LOG or -v to see more); results go to stdout.
+/// Options that set up a service or a check can also be set with the environment
+/// variable shown in their help ([env: …]; a flag wins over its variable): the
+/// connections and credentials of every command, and the settings of simulate,
+/// ingest, serve, check-e2e, latency and doctor. Output options (--json, --csv...)
+/// and qos-bench's experiment parameters have none. docs/configuration.md lists
+/// them all. Logs go to stderr (RUST_LOG or -v to see more); results go to stdout.
 #[derive(Debug, Parser)]
-#[command(name = "arng", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "arng", version = help::VERSION, propagate_version = true, max_term_width = 100,
+          disable_help_flag = true, disable_version_flag = true, after_help = EXAMPLES)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG takes precedence.
-    #[arg(short, long, global = true, action = ArgAction::Count)]
+    #[arg(short, long, global = true, action = ArgAction::Count, help_heading = heading::GLOBAL)]
     pub verbose: u8,
 
     /// Only log errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = heading::GLOBAL)]
     pub quiet: bool,
+
+    /// Print help (a summary with -h).
+    #[arg(short, long, global = true, action = ArgAction::Help, help_heading = heading::GLOBAL)]
+    help: Option<bool>,
+
+    /// Print the version, git commit and build date.
+    #[arg(short = 'V', long, global = true, action = ArgAction::Version, help_heading = heading::GLOBAL)]
+    version: Option<bool>,
 
     #[command(subcommand)]
     pub command: Command,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  arng doctor                                  # can this configuration reach the broker and InfluxDB?
+  arng simulate --zones nord,sud,est --count 10
+  arng check-e2e --zone nord --json
+  arng completions bash > ~/.local/share/bash-completion/completions/arng";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -52,6 +73,10 @@ pub enum Command {
     /// and injected faults published to the broker. With --count or --duration it
     /// exits 0 once everything is acknowledged; otherwise it runs until SIGTERM/Ctrl-C.
     Simulate(cmd::simulate::Args),
+    /// Print the shell completion script of arng (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print arng's manual page (roff), or write every page into a directory.
+    Man(cmd::man::Args),
 }
 
 /// Starts the log subscriber: stderr, level from RUST_LOG or the -v/-q flags.

@@ -57,6 +57,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
+pub mod help;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;

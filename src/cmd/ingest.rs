@@ -13,15 +13,14 @@ use tracing::info;
 use crate::config::Backends;
 use crate::domain::names::validate_name;
 use crate::domain::Thresholds;
+use crate::help::heading;
 use crate::ingest::{IngestConfig, IngestMetrics};
 use crate::metrics::Registry;
 use crate::units::{parse_positive_duration, parse_size};
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::INGEST, after_help = EXAMPLES)]
 pub struct Args {
-    #[command(flatten)]
-    pub backends: Backends,
-
     /// MQTT client id. Keep it stable: the broker holds this session's messages while
     /// ingest is down and delivers them when it returns. Each process of a shared
     /// group needs its own.
@@ -101,7 +100,21 @@ pub struct Args {
           default_missing_value = "true", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub broker_stats: bool,
+
+    // Last: these groups set the heading of what follows them (crate::help). A new
+    // option of ingest goes above.
+    #[command(flatten)]
+    pub backends: Backends,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  # The reference stack's ingest account, metrics on http://127.0.0.1:9100/metrics
+  ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=ingest-dev arng ingest
+  # Two processes sharing the stream (each its own client id and metrics port)
+  arng ingest --share-group ingest --client-id arng-ingest-2 --metrics-port 9101
+  # Batches wait in this directory (up to 2 GiB) while InfluxDB is down
+  arng ingest --spool-dir /var/lib/arng/spool --spool-max 2GiB";
 
 fn parse_client_id(s: &str) -> Result<String, String> {
     if s.is_empty()

@@ -4,9 +4,11 @@
 //! another: what two commands share lives in the library.
 
 pub mod check_e2e;
+pub mod completions;
 pub mod doctor;
 pub mod ingest;
 pub mod latency;
+pub mod man;
 pub mod qos_bench;
 pub mod serve;
 pub mod simulate;
@@ -16,6 +18,19 @@ pub mod simulate;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Writes a command's result to stdout; a closed pipe (`arng ... | head`) is not an
+/// error.
+pub(crate) fn print_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// A command's `Args` parsed from `argv` (without the program name), as clap would
 /// parse them on the command line: for the commands' unit tests.
