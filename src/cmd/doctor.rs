@@ -42,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", report.to_json());
     } else {
-        println!("{}", report.to_table());
+        println!("{}", report.to_table_as("check", super::table_width()));
     }
     Ok(if report.ok {
         ExitCode::SUCCESS

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(value_name = "COMMAND", conflicts_with = "out")]
     pub command: Option<String>,
 
-    /// Write every page (arng.1 and arng-<command>.1 for each subcommand) into this
+    /// Write every page (arng.1 and arng-COMMAND.1 for each subcommand) into this
     /// directory, created if needed, instead of printing one.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

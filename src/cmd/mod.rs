@@ -32,6 +32,14 @@ pub(crate) fn print_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
+/// How wide a check table printed on stdout may be ([`crate::report::table_width`]):
+/// `COLUMNS`, else the terminal's width when stdout is one, else 80.
+pub(crate) fn table_width() -> usize {
+    let terminal = terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(terminal_size::Width(w), _)| usize::from(w));
+    crate::report::table_width(std::env::var("COLUMNS").ok().as_deref(), terminal)
+}
+
 /// A command's `Args` parsed from `argv` (without the program name), as clap would
 /// parse them on the command line: for the commands' unit tests.
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     base: url::Url,
     token: Option<Secret>,
+    /// The timeout of one request.
+    timeout: Duration,
 }
 
 impl ApiClient {
@@ -61,6 +63,7 @@ impl ApiClient {
             http,
             base: args.url.clone(),
             token: args.token.clone(),
+            timeout: per_request,
         }
     }
 
@@ -82,15 +85,17 @@ impl ApiClient {
             rb = rb.bearer_auth(t.expose());
         }
         let resp = rb.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = s.to_string();
-                src = s.source();
+            if e.is_timeout() {
+                return ProbeError::ApiTimeout {
+                    base: self.base.to_string(),
+                    after: self.timeout,
+                };
             }
+            let (transport, reason) = crate::net::transport_failure(&e);
             ProbeError::ApiUnreachable {
                 base: self.base.to_string(),
-                reason: msg,
+                reason,
+                transport,
             }
         })?;
         let status = resp.status();
