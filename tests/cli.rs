@@ -151,3 +151,69 @@ fn doctor_passes_against_the_real_stack_and_names_what_fails() {
         describe(&["doctor"], &out)
     );
 }
+
+/// Issue 16: without HOME (a service manager's bare environment), ingest's spool
+/// used to land in ./arng/spool under whatever directory it was started from.
+#[test]
+fn ingest_never_puts_its_default_spool_in_the_working_directory() {
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let (user, pass) = account("ingest");
+    let cwd = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("ingest.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = std::process::Command::new(common::arng_bin());
+    cmd.args(["ingest", "--metrics-port", &common::free_port().to_string()])
+        .current_dir(cwd.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", tmp.path())
+        .env("USER", "tester")
+        .env("ARNG_MQTT_URL", broker.url())
+        .env("ARNG_MQTT_USERNAME", &user)
+        .env("ARNG_MQTT_PASSWORD", &pass)
+        .envs(db.env())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut child = cmd.spawn().expect("cannot start arng ingest");
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !read_log().contains("subscribed: receiving readings") {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ingest exited ({status}):\n{}", read_log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest did not start:\n{}",
+            read_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = read_log();
+
+    let in_cwd: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        in_cwd.is_empty(),
+        "created in the working directory: {in_cwd:?}\n{log}"
+    );
+    let spool = tmp.path().join("arng-tester/arng/spool/arng-ingest");
+    assert!(spool.is_dir(), "no spool at {}:\n{log}", spool.display());
+    let line = log
+        .lines()
+        .find(|l| l.contains("spool in "))
+        .unwrap_or_else(|| panic!("no spool line in the log:\n{log}"));
+    assert!(
+        line.contains(&spool.display().to_string()) && line.contains("--spool-dir"),
+        "{line}"
+    );
+    assert!(
+        line.contains("WARN"),
+        "a spool that a reboot may empty is a warning: {line}"
+    );
+}
