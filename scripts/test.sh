@@ -6,6 +6,7 @@
 # - Mosquitto: Debian's package, installed with apt-get when missing.
 # - openssl: Debian's package, for the TLS tests' certificates (scripts/gen-certs.sh).
 # - Chromium: Debian's package, for the headless browser test of the dashboard.
+# - man-db: Debian's package, to render the pages of `arng man` (tests/cli.rs).
 # - InfluxDB 2.7: influxd built from its Go module by scripts/build-influxd.sh and
 #   cached in ~/.cache/arng (10-20 minutes the first time, instant afterwards).
 # Tests start their own servers on free loopback ports in temp dirs; nothing here
@@ -50,6 +51,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
+
+step "Provisioning man-db (rendering of arng's manual pages)"
+command -v man >/dev/null 2>&1 || apt_install man-db
+command -v man >/dev/null 2>&1 || die "man is still missing after installing man-db"
 
 step "Provisioning InfluxDB (influxd)"
 if [ -z "${ARNG_INFLUXD:-}" ]; then

@@ -41,10 +41,13 @@ pub struct Cli {
 
 const EXAMPLES: &str = "\
 Examples:
-  arng doctor                                  # can this configuration reach the broker and InfluxDB?
-  arng simulate --zones nord,sud,est --count 10
-  arng check-e2e --zone nord --json
-  arng completions bash > ~/.local/share/bash-completion/completions/arng";
+  # Can this configuration reach the broker and InfluxDB?
+  arng doctor
+  # Three zones of sensors, 10 readings each, then the whole chain hop by hop
+  arng simulate --zones nord,sud,est --count 10 && arng check-e2e --zone nord
+  # Completion for bash (also zsh, fish...), and the manual
+  arng completions bash > ~/.local/share/bash-completion/completions/arng
+  arng man | man -l -";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -99,4 +102,134 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn built() -> clap::Command {
+        let mut cli = Cli::command();
+        cli.build();
+        cli
+    }
+
+    /// The headings of options every command shares (`crate::help`).
+    const SHARED: [&str; 4] = [
+        heading::GLOBAL,
+        heading::BROKER,
+        heading::INFLUX,
+        heading::API,
+    ];
+
+    fn expected_shared(long: &str) -> Option<&'static str> {
+        match long {
+            "verbose" | "quiet" | "help" | "version" => Some(heading::GLOBAL),
+            l if l.starts_with("mqtt-") => Some(heading::BROKER),
+            l if l.starts_with("influx-") && l != "influx-refresh" => Some(heading::INFLUX),
+            "api-url" => Some(heading::API),
+            _ => None,
+        }
+    }
+
+    /// A flag added below a command's `#[command(flatten)]` groups would be listed
+    /// under their heading (e.g. "InfluxDB"): crate::help says how to avoid it.
+    #[test]
+    fn every_option_is_under_its_heading() {
+        let cli = built();
+        for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = sub.get_name();
+            let mut own = std::collections::BTreeSet::new();
+            for arg in sub.get_arguments().filter(|a| !a.is_positional()) {
+                let long = arg
+                    .get_long()
+                    .unwrap_or_else(|| panic!("{name}: no long name"));
+                let got = arg.get_help_heading();
+                // serve's --api-token is the server's own token, not a client's.
+                let shared = match (name, long) {
+                    ("serve", "api-token") => None,
+                    (_, "api-token") => Some(heading::API),
+                    _ => expected_shared(long),
+                };
+                match shared {
+                    Some(h) => assert_eq!(got, Some(h), "{name} --{long}"),
+                    None if ["json", "csv", "chart", "out"].contains(&long) => {
+                        assert_eq!(got, Some(heading::OUTPUT), "{name} --{long}")
+                    }
+                    None => {
+                        let h = got.unwrap_or_else(|| panic!("{name} --{long}: no heading"));
+                        assert!(!SHARED.contains(&h), "{name} --{long} is under {h:?}");
+                        own.insert(h);
+                    }
+                }
+            }
+            assert!(own.len() <= 1, "{name}: its own options under {own:?}");
+        }
+    }
+
+    /// The example lines of a help text, as argv: continuation lines joined, what a
+    /// shell would do after `|`, `>` or `&&` left out, `VAR=value` prefixes and
+    /// quotes removed.
+    fn example_commands(help: &str) -> Vec<Vec<String>> {
+        let mut lines = Vec::new();
+        let mut pending = String::new();
+        for line in help.lines().skip_while(|l| l.trim() != "Examples:").skip(1) {
+            let line = line.trim();
+            if line.starts_with('#') {
+                continue;
+            }
+            pending.push_str(line.trim_end_matches('\\'));
+            pending.push(' ');
+            if !line.ends_with('\\') {
+                lines.push(std::mem::take(&mut pending));
+            }
+        }
+        lines
+            .iter()
+            .flat_map(|l| l.split("&&"))
+            .map(|cmd| {
+                let cmd = cmd
+                    .split(" | ")
+                    .next()
+                    .unwrap()
+                    .split(" > ")
+                    .next()
+                    .unwrap();
+                cmd.split_whitespace()
+                    .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+                    .map(|w| w.trim_matches(|c| c == '\'' || c == '"').to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_subcommand_has_examples_that_parse() {
+        let cli = built();
+        let mut helps = vec![("arng".to_owned(), cli.get_after_help().unwrap().to_string())];
+        for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+            let help = sub
+                .get_after_help()
+                .unwrap_or_else(|| panic!("{}: no examples", sub.get_name()));
+            helps.push((sub.get_name().to_owned(), help.to_string()));
+        }
+        for (name, help) in helps {
+            let commands = example_commands(&help);
+            assert!(commands.len() >= 2, "{name}: {commands:?}");
+            for argv in commands {
+                assert_eq!(argv[0], "arng", "{name}: {argv:?}");
+                if name != "arng" {
+                    assert_eq!(argv[1], name, "{name}: {argv:?}");
+                }
+                if let Err(e) = Cli::try_parse_from(&argv) {
+                    panic!("{name}: example {argv:?} does not parse: {e}");
+                }
+            }
+        }
+        assert_eq!(
+            example_commands("Examples:\n  # c\n  X=1 arng a --b 'c d' \\\n    --e | f\n"),
+            [["arng", "a", "--b", "c", "d", "--e"]]
+        );
+    }
 }

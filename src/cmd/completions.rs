@@ -7,10 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap_complete::Shell;
 
-use crate::help::heading;
-
 #[derive(Debug, clap::Args)]
-#[command(next_help_heading = heading::OUTPUT, after_help = EXAMPLES)]
+#[command(after_help = EXAMPLES)]
 pub struct Args {
     /// The shell to complete for.
     #[arg(value_enum)]

@@ -137,7 +137,7 @@ Examples:
   # 10 readings per sensor, then exit once the broker acknowledged them all
   arng simulate --zones nord,sud --count 10 --interval 200ms --seed 42
   # One account per zone (sensor-nord...), a heatwave in sud after 30 s
-  arng simulate --zones nord,sud --mqtt-username sensor-{zone} --mqtt-password sensor-{zone}-dev \\
+  arng simulate --zones nord,sud --mqtt-username 'sensor-{zone}' --mqtt-password 'sensor-{zone}-dev' \\
       --scenario heatwave:sud@30s --duration 5m";
 
 /// The validated `--zones` list.
