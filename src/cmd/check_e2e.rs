@@ -112,3 +112,32 @@ fn spinner(json: bool) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_spinner_with_json_or_without_a_terminal() {
+        assert!(spinner(true).is_hidden());
+        if !std::io::stderr().is_terminal() {
+            assert!(spinner(false).is_hidden());
+        }
+    }
+
+    #[test]
+    fn zones_are_lists() {
+        let args: Args = crate::cmd::parse_args(&[
+            "--zone",
+            "nord,sud",
+            "--exclude-zone",
+            "a",
+            "--exclude-zone",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(args.zone.len(), 2);
+        assert_eq!(args.exclude_zone.len(), 2);
+        assert!(crate::cmd::parse_args::<Args>(&["--exclude-zone", "A"]).is_err());
+    }
+}
