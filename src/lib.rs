@@ -15,7 +15,9 @@
 //! What the commands run:
 //! - [`ingest`]: the MQTT → rules → InfluxDB middleware (`arng ingest`): [`ingest::pipeline`]
 //!   (ordering of acknowledgements), [`ingest::writer`] (batches, retries, spool,
-//!   acknowledgements), [`ingest::spool`] (the disk spool).
+//!   acknowledgements), [`ingest::spool`] (the disk spool), [`ingest::reader`] (the
+//!   payload policy, counted and logged normalisations), [`ingest::deadletter`] (the
+//!   rate-limited copies on `entrepot/deadletter/<reason>`).
 //! - [`api`]: the REST API and live dashboard of `arng serve` (axum): [`api::routes`],
 //!   [`api::live`] (the live view), [`api::feed`] (its MQTT and InfluxDB feeds),
 //!   [`api::queries`] (Flux), [`api::supervise`] (indicators), [`api::error`].
@@ -49,7 +51,8 @@
 //! - [`domain`]: the data contract: [`domain::names`], [`domain::topic`],
 //!   [`domain::payload`], [`domain::alert`], [`domain::thresholds`], [`domain::rules`],
 //!   [`domain::schema`] (InfluxDB schema), [`domain::line_protocol`], [`domain::flux`]
-//!   (Flux literals).
+//!   (Flux literals), [`domain::json`] (untrusted JSON objects, values shown short),
+//!   [`domain::deadletter`] (the published dead-letter record).
 //! - [`supervision`]: the probe convention, broker `$SYS` statistics and the three key
 //!   indicators with their thresholds.
 //! - [`stats`]: latency histograms (HdrHistogram), coordinated-omission correction,

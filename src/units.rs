@@ -5,10 +5,14 @@
 
 use std::time::Duration;
 
+/// A duration, zero allowed (`0s`, `200ms`, `5m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 200ms, 5s, 1m)"))
+}
+
 /// A duration longer than zero (`200ms`, `5s`, `1m`, `1h 30m`).
 pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 200ms, 5s, 1m)"))?;
+    let d = parse_duration(s)?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }

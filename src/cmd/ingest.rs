@@ -22,6 +22,10 @@ use crate::units::{parse_positive_duration, parse_size};
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = heading::INGEST, after_help = EXAMPLES)]
 pub struct Args {
+    // The payload options are ingest's own: first, so they take its heading.
+    #[command(flatten)]
+    pub payload: crate::ingest::reader::PayloadArgs,
+
     /// MQTT client id. Keep it stable: the broker holds this session's messages while
     /// ingest is down and delivers them when it returns. Each process of a shared
     /// group needs its own.
@@ -232,6 +236,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         write_timeout: args.write_timeout,
         tick: Duration::from_secs(1),
         broker_stats: args.broker_stats,
+        read_policy: args.payload.policy(),
     };
     info!(broker = %cfg.mqtt.url, influx = %cfg.influx.url, bucket = %cfg.influx.bucket,
           client_id = %cfg.client_id, share_group = ?cfg.share_group, spool = %cfg.spool_dir.display(), "ingest starting");

@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long, env = "ARNG_THRESHOLDS_FILE", value_name = "FILE")]
     pub thresholds: Option<PathBuf>,
 
-    /// Do not publish alerts on entrepot/alerts/<zone> (`alert_level` stays in every
+    /// Do not publish alerts on entrepot/alerts/<zone>/sensor (`alert_level` stays in every
     /// reading). Implied with per-zone accounts, which may not publish alerts.
     #[arg(long, env = "ARNG_SIM_NO_ALERTS")]
     pub no_alerts: bool,

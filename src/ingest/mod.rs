@@ -14,7 +14,9 @@
 //! A redelivered message produces the same point (same measurement, tags and
 //! timestamp), which overwrites the first: at-least-once delivery without duplicates.
 
+pub mod deadletter;
 pub mod pipeline;
+pub mod reader;
 pub mod spool;
 pub mod writer;
 
@@ -60,6 +62,8 @@ pub struct IngestConfig {
     /// Subscribe to the broker's `$SYS/broker/#` statistics and store them in the
     /// `broker` measurement (the account needs `topic read $SYS/#`).
     pub broker_stats: bool,
+    /// How payloads are read: liberal or strict forms, future margin (`reader`).
+    pub read_policy: crate::domain::ReadPolicy,
 }
 
 /// Errors that stop ingest.
@@ -93,6 +97,8 @@ pub enum Inbound {
         topic: String,
         payload: Vec<u8>,
         reason: &'static str,
+        /// The payload field at fault, when one is (for the dead-letter copy).
+        field: Option<String>,
         error: String,
         ack: Option<Publish>,
     },
@@ -284,6 +290,12 @@ pub async fn run(
 
     let influx = InfluxClient::with_timeout(&cfg.influx, cfg.write_timeout);
     let writer = writer::Writer::new(&cfg, influx, client.clone(), spool, metrics.clone());
+    let mut reader = reader::Reader::new(
+        cfg.read_policy,
+        &metrics.registry,
+        client.clone(),
+        &cfg.client_id,
+    );
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acks_unsent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writer_task =
@@ -360,7 +372,9 @@ pub async fn run(
                     let queued = pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     // Everything goes through the writer, even messages with nothing
                     // to store, so acknowledgements leave in the order of arrival.
-                    if tx.send(classify(&p)).is_err() {
+                    let inbound = classify(&p, &mut reader);
+                    reader.dead_letter(&inbound);
+                    if tx.send(inbound).is_err() {
                         pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         warn!("writer stopped; message left unacknowledged");
                     }
@@ -418,8 +432,9 @@ fn ack_handle(p: &Publish) -> Option<Publish> {
     })
 }
 
-/// Parses one MQTT message into what the writer must do with it.
-pub fn classify(p: &Publish) -> Inbound {
+/// Parses one MQTT message into what the writer must do with it; `reader` reads the
+/// payloads under ingest's policy and counts the forms it normalised.
+pub fn classify(p: &Publish, reader: &mut reader::Reader) -> Inbound {
     let ack = ack_handle(p);
     let topic_str = p.topic.clone();
     // Broker statistics are not part of the entrepot scheme: kept when useful,
@@ -434,33 +449,59 @@ pub fn classify(p: &Publish) -> Inbound {
             None => Inbound::Skip(ack),
         };
     }
-    let invalid = |reason: &'static str, error: String, ack: Option<Publish>| Inbound::Invalid {
-        topic: topic_str.clone(),
-        payload: p.payload.to_vec(),
-        reason,
-        error,
-        ack,
+    let invalid_field =
+        |reason: &'static str, field: Option<String>, error: String, ack| Inbound::Invalid {
+            topic: topic_str.clone(),
+            payload: p.payload.to_vec(),
+            reason,
+            field,
+            error,
+            ack,
+        };
+    let invalid = |reason, error, ack| invalid_field(reason, None, error, ack);
+    let refused = |e: crate::domain::PayloadError, ack| {
+        invalid_field(e.reason(), e.field().map(str::to_owned), e.to_string(), ack)
     };
     let parsed = match Topic::parse(&topic_str) {
         Ok(t) => t,
         Err(e) => return invalid(e.reason(), e.to_string(), ack),
     };
     match parsed {
-        Topic::Reading { zone, sensor } => match Reading::parse(&zone, &sensor, &p.payload) {
-            Ok(r) => Inbound::Reading(r, ack),
-            Err(e) => invalid(e.reason(), e.to_string(), ack),
-        },
-        Topic::Heartbeat { zone } => match Heartbeat::parse(&zone, &p.payload) {
+        Topic::Reading { zone, sensor } => {
+            match reader.reading(&topic_str, &zone, &sensor, &p.payload) {
+                Ok(r) => Inbound::Reading(r, ack),
+                Err(e) => refused(e, ack),
+            }
+        }
+        Topic::Heartbeat { zone } => match reader.heartbeat(&topic_str, &zone, &p.payload) {
             Ok(h) => Inbound::Heartbeat(h, ack),
-            Err(e) => invalid(e.reason(), e.to_string(), ack),
+            Err(e) => refused(e, ack),
         },
-        Topic::Alert { zone } => match Alert::parse(&zone, &p.payload) {
-            Ok(a) => Inbound::Alert(a, ack),
-            Err(e) => invalid("invalid_alert", e.to_string(), ack),
-        },
+        Topic::Alert { ref zone } | Topic::SensorAlert { ref zone } => {
+            match reader.alert(zone, &p.payload) {
+                // The topic proves who published (mosquitto-conf/acl): a source it
+                // does not allow is a forgery (issue 15).
+                Ok(a) if !a.source.allowed_on(&parsed) => invalid_field(
+                    "source_mismatch",
+                    Some("source".to_owned()),
+                    format!(
+                        "an alert with source {:?} may not be published on {topic_str}",
+                        a.source.as_str()
+                    ),
+                    ack,
+                ),
+                Ok(a) => Inbound::Alert(a, ack),
+                Err(e) => refused(e, ack),
+            }
+        }
         Topic::Thresholds => match Thresholds::from_json(&p.payload) {
             Ok(t) => Inbound::Thresholds(t, ack),
-            Err(e) => invalid("invalid_thresholds", e.to_string(), ack),
+            Err(e) => invalid_field(
+                "invalid_thresholds",
+                Some(e.field.clone()),
+                e.to_string(),
+                ack,
+            ),
         },
         Topic::Status { .. } | Topic::DeadLetter { .. } => Inbound::Skip(ack),
     }

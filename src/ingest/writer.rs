@@ -235,7 +235,8 @@ impl Writer {
     async fn accept(&mut self, m: Inbound) {
         let now = Utc::now();
         match m {
-            Inbound::Reading(r, ack) => {
+            Inbound::Reading(mut r, ack) => {
+                r.apply_thresholds(&self.thresholds);
                 let alerts = self.engine.on_reading(&self.thresholds, &r, now);
                 self.emit_alerts(alerts).await;
                 self.add_point(&reading_point(&r));
@@ -273,6 +274,7 @@ impl Writer {
                 reason,
                 error,
                 ack,
+                ..
             } => {
                 self.reject(reason, &topic, &payload, &error);
                 self.add_ack(ack);
@@ -397,6 +399,7 @@ impl Writer {
             lag_p50_s: lag.map(|l| l.p50_s),
             lag_p99_s: lag.map(|l| l.p99_s),
             lag_max_s: lag.map(|l| l.max_s),
+            lag_samples: lag.map(|l| l.count),
             spool_bytes: self.spool.used_bytes(),
             received: self.metrics.received.get(),
         };

@@ -134,7 +134,13 @@ impl ApiClient {
     }
 
     pub async fn probe_view(&self, zone: &Zone, seq: u64) -> Result<Option<ProbeView>, ProbeError> {
-        let body = self.get(&format!("/zones/{zone}/latest"), &[]).await?;
+        // The lab's views hide the probe; it asks for it.
+        let body = self
+            .get(
+                &format!("/zones/{zone}/latest"),
+                &[("include_probe", "true")],
+            )
+            .await?;
         Ok(body.map(|b| probe_view(&b, seq)))
     }
 
@@ -153,6 +159,7 @@ impl ApiClient {
                     ("severity", "critical"),
                     ("since", &since),
                     ("limit", "1000"),
+                    ("include_probe", "true"),
                 ],
             )
             .await?

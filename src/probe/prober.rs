@@ -115,6 +115,7 @@ impl Prober {
             temp,
             hum: supervision::clamp_hum(hum),
             alert_level: level,
+            provenance: Default::default(),
         }
     }
 
