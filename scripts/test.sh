@@ -8,6 +8,7 @@
 # - curl: Debian's package, for scripts/run.sh, whose test runs the whole chain.
 # - openssl: Debian's package, for the TLS tests' certificates (scripts/gen-certs.sh).
 # - Chromium: Debian's package, for the headless browser test of the dashboard.
+# - man-db: Debian's package, to render the pages of `arng man` (tests/cli.rs).
 # - Python with paho-mqtt: Debian's python3-paho-mqtt, else a venv in target/ with
 #   paho-mqtt from PyPI, for the interoperability test (tests/interop.rs) that runs
 #   the lab's Python sensor (examples/python/).
@@ -48,6 +49,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
+
+step "Provisioning man-db (rendering of arng's manual pages)"
+command -v man >/dev/null 2>&1 || apt_install man-db
+command -v man >/dev/null 2>&1 || die "man is still missing after installing man-db"
 
 step "Provisioning Python with paho-mqtt (the lab's sensor, tests/interop.rs)"
 py_has_paho() { "$1" -c 'import paho.mqtt.client' >/dev/null 2>&1; }

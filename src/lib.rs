@@ -8,8 +8,9 @@
 //! Commands (thin: flags, one library call, the output):
 //! - `src/main.rs`: parses the command line, dispatches, maps errors to exit codes.
 //! - [`cli`]: the top-level command line; [`cmd`]: one module per subcommand
-//!   (`check_e2e`, `check_lab`, `doctor`, `ingest`, `latency`, `qos_bench`, `serve`,
-//!   `simulate`).
+//!   (`check_e2e`, `check_lab`, `completions`, `doctor`, `ingest`, `latency`, `man`,
+//!   `qos_bench`, `serve`, `simulate`); [`help`]: the headings of `--help` (how a new flag
+//!   picks its heading) and the version line (git commit and build date, from build.rs).
 //!
 //! What the commands run:
 //! - [`ingest`]: the MQTT → rules → InfluxDB middleware (`arng ingest`): [`ingest::pipeline`]
@@ -25,7 +26,9 @@
 //!   MQTT connection), [`sim::fleet`] (generators, alerts, heartbeats),
 //!   [`sim::reporter`] (log lines, progress bar, summary), [`sim::run`](mod@sim::run) (a whole run).
 //! - [`probe`]: probing the chain from outside: [`probe::reach`] (`arng doctor`),
-//!   [`probe::check`] (`arng check-e2e`'s hops), [`probe::latency`] (`arng latency`),
+//!   [`probe::check`] (`arng check-e2e`'s hops, each with its own cause) with
+//!   [`probe::alerts`] (its alert hops) and [`probe::scope`] (which zones it probes
+//!   and checks), [`probe::latency`] (`arng latency`),
 //!   with [`probe::prober`] (the MQTT probe client), [`probe::api`] (a REST client) and
 //!   [`probe::influx`] (probe and heartbeat queries).
 //! - [`lab`]: `arng check-lab`, the lab's checklist against any team's chain:
@@ -42,7 +45,8 @@
 //! - [`mqtt`]: the broker edge (rumqttc options, connecting, failures in words);
 //!   [`tls`]: the PEM files and rustls configuration of `mqtts://`.
 //! - [`store`]: the InfluxDB edge (writes, Flux queries, [`store::csv`] annotated CSV,
-//!   setup).
+//!   setup); [`net`]: why an HTTP request got no answer (refused, DNS, TLS), shared
+//!   by the InfluxDB and API clients.
 //! - [`metrics`]: a small Prometheus registry.
 //! - [`backoff`]: capped exponential backoff with jitter, for retry loops.
 //! - [`shutdown`]: the Ctrl-C/SIGTERM future of long-running commands.
@@ -57,7 +61,8 @@
 //!   indicators with their thresholds.
 //! - [`stats`]: latency histograms (HdrHistogram), coordinated-omission correction,
 //!   loss/duplicate/reordering accounting.
-//! - [`report`]: check results (doctor, check-e2e) as a table or JSON.
+//! - [`report`]: check results (doctor, check-e2e) with their causes, as a table that
+//!   fits the terminal or JSON.
 
 pub mod api;
 pub mod backoff;
@@ -65,10 +70,12 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
+pub mod help;
 pub mod ingest;
 pub mod lab;
 pub mod metrics;
 pub mod mqtt;
+pub mod net;
 pub mod probe;
 pub mod qos;
 pub mod report;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use arng::cli::{Cli, Command};
 use arng::cmd;
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -31,6 +31,8 @@ fn main() -> ExitCode {
             Command::QosBench(args) => cmd::qos_bench::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,
+            Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+            Command::Man(args) => cmd::man::run(args, Cli::command()),
         }
     };
     match runtime.block_on(run) {

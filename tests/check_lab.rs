@@ -419,8 +419,10 @@ async fn bad_options_are_refused_and_a_missing_chain_fails_item_by_item() {
         "ARNG_LAB_WINDOW",
         "[default: 70s]",
         "--heartbeat-tolerance",
+        "Lab checklist:",
+        "Output:",
         "MQTT broker:",
-        "REST API:",
+        "arng API:",
         "Base URL of the REST API to check (the team's)",
         "Examples:\n  # A team's chain",
     ] {

@@ -15,22 +15,21 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::UsageError;
 use crate::config::{parse_zone, Chain};
 use crate::domain::Zone;
+use crate::help::heading;
 use crate::lab::render::{self, DEFAULT_WIDTH};
 use crate::lab::run::alert_body;
 use crate::lab::{LabCheck, Lang, Status};
 use crate::units::parse_positive_duration;
 
 /// Examples shown at the end of `arng check-lab --help`.
-pub const EXAMPLES: &str = "\
+const EXAMPLES: &str = "\
 Examples:
   # A team's chain, the French report to hand in (ARNG_MQTT_PASSWORD in the environment)
   arng check-lab --mqtt-url mqtt://10.0.0.12:1883 --mqtt-username prof \\
       --api-url http://10.0.0.12:8000 --influx-url http://10.0.0.12:8086 \\
       --influx-token \"$TEAM_TOKEN\" --report rapport.md
-
-  # arng's own chain (scripts/services.sh env), English, JSON for a script
-  eval \"$(scripts/services.sh env)\"; arng check-lab --lang en --json > check.json
-
+  # arng's own chain (after eval \"$(scripts/services.sh env)\"), English, JSON for a script
+  arng check-lab --lang en --json > check.json
   # Read only: no probe reading, no probe alert (those items are then not checked)
   arng check-lab --no-probe --window 2m";
 
@@ -50,6 +49,7 @@ fn parse_path(s: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::CHECK_LAB, after_help = EXAMPLES)]
 pub struct Args {
     /// Zones that must publish, comma-separated; the first carries the probe reading
     /// and the probe alert.
@@ -107,20 +107,21 @@ pub struct Args {
     pub alert_body: Option<String>,
 
     /// Language of the table, the JSON texts and the report: fr or en.
-    #[arg(long, env = "ARNG_LAB_LANG", default_value = "fr", value_parser = parse_lang, value_name = "LANG")]
+    #[arg(long, default_value = "fr", value_parser = parse_lang, value_name = "LANG",
+          help_heading = heading::OUTPUT)]
     pub lang: Lang,
 
     /// Print the result as JSON: {"ok", "lang", "target", "started_at", "finished_at",
     /// "window_s", "counts": {"pass", "fail", "not_checked"}, "items": [{"id", "title",
     /// "status", "summary", "evidence"}], "left_behind"} (docs/check-lab.md).
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     pub json: bool,
 
     /// Also write the report as Markdown to FILE (to hand in).
-    #[arg(long, env = "ARNG_LAB_REPORT", value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = heading::OUTPUT)]
     pub report: Option<PathBuf>,
 
-    // Last: clap's help headings of these groups carry over to later options.
+    // Last: these groups set the heading of what follows them (crate::help).
     #[command(flatten)]
     pub chain: Chain,
 }

@@ -49,23 +49,13 @@ pub struct RawAnswer {
     pub body: String,
 }
 
-/// The innermost cause of a request error ("Connection refused", a DNS failure): the
-/// layers above it only repeat the URL.
-fn innermost(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg = s.to_string();
-        src = s.source();
-    }
-    msg
-}
-
 /// A small client of the arng REST API.
 pub struct ApiClient {
     http: reqwest::Client,
     base: url::Url,
     token: Option<Secret>,
+    /// The timeout of one request.
+    timeout: Duration,
 }
 
 impl ApiClient {
@@ -81,6 +71,7 @@ impl ApiClient {
             http,
             base: args.url.clone(),
             token: args.token.clone(),
+            timeout: per_request,
         }
     }
 
@@ -112,9 +103,19 @@ impl ApiClient {
     ) -> Result<Option<Value>, ProbeError> {
         let url = self.url(path)?;
         let rb = self.request(reqwest::Method::GET, url.clone()).query(query);
-        let resp = rb.send().await.map_err(|e| ProbeError::ApiUnreachable {
-            base: self.base.to_string(),
-            reason: innermost(&e),
+        let resp = rb.send().await.map_err(|e| {
+            if e.is_timeout() {
+                return ProbeError::ApiTimeout {
+                    base: self.base.to_string(),
+                    after: self.timeout,
+                };
+            }
+            let (transport, reason) = crate::net::transport_failure(&e);
+            ProbeError::ApiUnreachable {
+                base: self.base.to_string(),
+                reason,
+                transport,
+            }
         })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -153,9 +154,18 @@ impl ApiClient {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let unreachable = |e: reqwest::Error| ProbeError::Unanswered {
-            url: url.to_string(),
-            reason: innermost(&e),
+        let unreachable = |e: reqwest::Error| {
+            let (transport, reason) = if e.is_timeout() {
+                (None, format!("nothing within {:?}", self.timeout))
+            } else {
+                let (t, reason) = crate::net::transport_failure(&e);
+                (Some(t), reason)
+            };
+            ProbeError::Unanswered {
+                url: url.to_string(),
+                reason,
+                transport,
+            }
         };
         let mut resp = rb.send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();

@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::scope::LastHeartbeats;
 use super::ProbeError;
 use crate::config::MqttArgs;
 use crate::domain::topic::{Topic, THRESHOLDS_TOPIC};
-use crate::domain::{AlertLevel, Reading, SensorId, Thresholds, Zone};
+use crate::domain::{AlertLevel, Heartbeat, Reading, SensorId, Thresholds, Zone};
 use crate::mqtt::MqttError;
 use crate::supervision::{self, PROBE_SENSOR};
 
@@ -181,6 +182,23 @@ impl Prober {
             .await
             .and_then(|m| Thresholds::from_json(&m.payload).ok())
             .unwrap_or_default()
+    }
+
+    /// Each zone's newest heartbeat received so far (after subscribing to
+    /// [`HEARTBEATS_FILTER`](crate::domain::topic::HEARTBEATS_FILTER), the retained
+    /// ones arrive right after the SUBACK).
+    pub fn heartbeats(&self) -> LastHeartbeats {
+        let mut out = LastHeartbeats::new();
+        for m in &self.received {
+            let Ok(Topic::Heartbeat { zone }) = Topic::parse(&m.topic) else {
+                continue;
+            };
+            if let Ok(h) = Heartbeat::parse(&zone, &m.payload) {
+                let newest = out.entry(zone).or_insert(h.timestamp);
+                *newest = (*newest).max(h.timestamp);
+            }
+        }
+        out
     }
 
     /// Publishes `r` at QoS 1 and waits for its PUBACK; returns how long that took.

@@ -30,7 +30,12 @@ const GZIP_MIN_BYTES: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot reach InfluxDB at {url}: {message}")]
-    Unreachable { url: String, message: String },
+    Unreachable {
+        url: String,
+        message: String,
+        /// Refused, DNS, TLS or other: what a check reports as the cause.
+        transport: crate::net::Transport,
+    },
     #[error("InfluxDB did not answer within {0:?}")]
     Timeout(Duration),
     #[error("InfluxDB refused the token (HTTP {status}): {message}")]
@@ -187,17 +192,11 @@ impl InfluxClient {
         if e.is_timeout() {
             StoreError::Timeout(self.timeout)
         } else {
-            // The innermost source says why ("Connection refused", a DNS failure);
-            // the layers above it only repeat the URL.
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message = s.to_string();
-                source = s.source();
-            }
+            let (transport, message) = crate::net::transport_failure(&e);
             StoreError::Unreachable {
                 url: self.base.to_string(),
                 message,
+                transport,
             }
         }
     }

@@ -199,6 +199,18 @@ impl Drop for IngestProc {
 /// Publishes every (topic, payload) as `user` at `qos` and returns once the broker has
 /// acknowledged them all (QoS 1/2) or they are written (QoS 0).
 pub async fn publish_all(broker: &Mosquitto, user: &str, messages: &[(String, String)], qos: QoS) {
+    publish_all_with(broker, user, messages, qos, false).await
+}
+
+/// [`publish_all`], the messages retained by the broker when `retain` (as the
+/// simulator's heartbeats are).
+pub async fn publish_all_with(
+    broker: &Mosquitto,
+    user: &str,
+    messages: &[(String, String)],
+    qos: QoS,
+    retain: bool,
+) {
     let (u, p) = account(user);
     let mut opts = MqttOptions::new(
         format!("test-pub-{}", super::free_port()),
@@ -213,7 +225,7 @@ pub async fn publish_all(broker: &Mosquitto, user: &str, messages: &[(String, St
     let msgs = messages.to_vec();
     let publisher = tokio::spawn(async move {
         for (t, m) in msgs {
-            client.publish(t, qos, false, m).await.unwrap();
+            client.publish(t, qos, retain, m).await.unwrap();
         }
         client
     });
