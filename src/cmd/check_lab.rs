@@ -16,7 +16,7 @@ use super::UsageError;
 use crate::config::{parse_zone, Chain};
 use crate::domain::Zone;
 use crate::help::heading;
-use crate::lab::render::{self, DEFAULT_WIDTH};
+use crate::lab::render;
 use crate::lab::run::alert_body;
 use crate::lab::{LabCheck, Lang, Status};
 use crate::units::parse_positive_duration;
@@ -157,11 +157,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         file.write_all(render::markdown(&report).as_bytes())
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
-    if args.json {
-        println!("{}", render::json(&report));
+    let out = if args.json {
+        render::json(&report)
     } else {
-        println!("{}", render::table(&report, width()));
-    }
+        render::table(&report, super::table_width())
+    };
+    super::print_stdout(format!("{out}\n").as_bytes())?;
     if report.ok() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -177,17 +178,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         failed.join(", ")
     );
     Ok(ExitCode::FAILURE)
-}
-
-/// The terminal's width, else `COLUMNS`, else [`DEFAULT_WIDTH`].
-fn width() -> usize {
-    if let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size() {
-        return usize::from(w);
-    }
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.trim().parse().ok())
-        .unwrap_or(DEFAULT_WIDTH)
 }
 
 fn progress() -> ProgressBar {

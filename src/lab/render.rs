@@ -10,9 +10,6 @@ use tabled::settings::Style;
 use super::{LabReport, Lang, Status};
 use crate::tr;
 
-/// Columns of the table (the width of a terminal that says none).
-pub const DEFAULT_WIDTH: usize = 100;
-
 fn headers(lang: Lang) -> [&'static str; 4] {
     match lang {
         Lang::Fr => ["#", "exigence", "résultat", "constat"],
