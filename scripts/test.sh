@@ -3,9 +3,12 @@
 # runs formatting, clippy with warnings denied, and every test, integration tests
 # against real Mosquitto and InfluxDB included.
 #
-# - Mosquitto: Debian's package, installed with apt-get when missing.
+# - Mosquitto: Debian's package, installed with apt-get when missing (scripts/lib/
+#   provision.sh, shared with scripts/services.sh, scripts/run.sh and bench/lib.sh).
+# - curl: Debian's package, for scripts/run.sh, whose test runs the whole chain.
 # - openssl: Debian's package, for the TLS tests' certificates (scripts/gen-certs.sh).
 # - Chromium: Debian's package, for the headless browser test of the dashboard.
+# - man-db: Debian's package, to render the pages of `arng man` (tests/cli.rs).
 # - Python with paho-mqtt: Debian's python3-paho-mqtt, else a venv in target/ with
 #   paho-mqtt from PyPI, for the interoperability test (tests/interop.rs) that runs
 #   the lab's Python sensor (examples/python/).
@@ -25,25 +28,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { echo "scripts/test.sh: $*" >&2; exit 1; }
-
-have_mosquitto() { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }
-
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || die "cannot install $* (no apt-get): install it by hand"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq >/dev/null || die "apt-get update failed while installing $*"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null \
-    || die "apt-get install $* failed"
-}
+# apt_install, provision_mosquitto, provision_influxd: shared with scripts/services.sh
+# (and so scripts/run.sh) and bench/lib.sh.
+. scripts/lib/provision.sh
 
 step "Provisioning Mosquitto"
-if ! have_mosquitto || ! command -v mosquitto_passwd >/dev/null 2>&1; then
-  apt_install mosquitto mosquitto-clients
-fi
-have_mosquitto || die "mosquitto is still missing after installing it"
-export PATH="$PATH:/usr/sbin"
+provision_mosquitto
 mosquitto -h 2>/dev/null | head -n 1 || true
+
+step "Provisioning curl (scripts/run.sh and scripts/services.sh, run by tests/run_script.rs)"
+command -v curl >/dev/null 2>&1 || apt_install curl
+curl --version | head -n 1
 
 step "Provisioning openssl (certificates of the TLS tests)"
 command -v openssl >/dev/null 2>&1 || apt_install openssl
@@ -54,6 +49,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || die "chromium is still missing after installing it"
+
+step "Provisioning man-db (rendering of arng's manual pages)"
+command -v man >/dev/null 2>&1 || apt_install man-db
+command -v man >/dev/null 2>&1 || die "man is still missing after installing man-db"
 
 step "Provisioning Python with paho-mqtt (the lab's sensor, tests/interop.rs)"
 py_has_paho() { "$1" -c 'import paho.mqtt.client' >/dev/null 2>&1; }
@@ -82,12 +81,8 @@ fi
 export ARNG_PYTHON
 
 step "Provisioning InfluxDB (influxd)"
-if [ -z "${ARNG_INFLUXD:-}" ]; then
-  ARNG_INFLUXD=$(scripts/build-influxd.sh) || die "could not build influxd (see the messages above)"
-fi
-[ -x "$ARNG_INFLUXD" ] || die "influxd binary $ARNG_INFLUXD is not executable"
+provision_influxd
 "$ARNG_INFLUXD" version || die "$ARNG_INFLUXD does not run"
-export ARNG_INFLUXD
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -8,7 +8,9 @@
 //! Commands (thin: flags, one library call, the output):
 //! - `src/main.rs`: parses the command line, dispatches, maps errors to exit codes.
 //! - [`cli`]: the top-level command line; [`cmd`]: one module per subcommand
-//!   (`check_e2e`, `doctor`, `ingest`, `latency`, `qos_bench`, `serve`, `simulate`).
+//!   (`check_e2e`, `check_lab`, `completions`, `doctor`, `ingest`, `latency`, `man`,
+//!   `qos_bench`, `serve`, `simulate`); [`help`]: the headings of `--help` (how a new flag
+//!   picks its heading) and the version line (git commit and build date, from build.rs).
 //!
 //! What the commands run:
 //! - [`ingest`]: the MQTT → rules → InfluxDB middleware (`arng ingest`): [`ingest::pipeline`]
@@ -25,9 +27,15 @@
 //!   [`sim::refusals`] (messages the broker refused, per topic, bounded),
 //!   [`sim::reporter`] (log lines, progress bar, summary), [`sim::run`](mod@sim::run) (a whole run).
 //! - [`probe`]: probing the chain from outside: [`probe::reach`] (`arng doctor`),
-//!   [`probe::check`] (`arng check-e2e`'s hops), [`probe::latency`] (`arng latency`),
+//!   [`probe::check`] (`arng check-e2e`'s hops, each with its own cause) with
+//!   [`probe::alerts`] (its alert hops) and [`probe::scope`] (which zones it probes
+//!   and checks), [`probe::latency`] (`arng latency`),
 //!   with [`probe::prober`] (the MQTT probe client), [`probe::api`] (a REST client) and
 //!   [`probe::influx`] (probe and heartbeat queries).
+//! - [`lab`]: `arng check-lab`, the lab's checklist against any team's chain:
+//!   [`lab::observed`] (what was seen, bounded), [`lab::eval`] (the checks, pure),
+//!   [`lab::watch`] (MQTT), [`lab::backend`] (REST, InfluxDB), [`lab::run`](mod@lab::run)
+//!   (the sequence), [`lab::render`] (table, JSON, Markdown), [`lab::lang`] (fr/en).
 //! - [`qos`]: the QoS benchmark (`arng qos-bench`): [`qos::plan`], [`qos::run`] (one
 //!   level), [`qos::clock`], [`qos::publisher`], [`qos::subscriber`], [`qos::payload`], [`qos::report`],
 //!   [`qos::render`] (table, CSV), [`qos::chart`] (SVG).
@@ -41,7 +49,8 @@
 //!   a refused publish);
 //!   [`tls`]: the PEM files and rustls configuration of `mqtts://`.
 //! - [`store`]: the InfluxDB edge (writes, Flux queries, [`store::csv`] annotated CSV,
-//!   setup).
+//!   setup); [`net`]: why an HTTP request got no answer (refused, DNS, TLS), shared
+//!   by the InfluxDB and API clients.
 //! - [`metrics`]: a small Prometheus registry.
 //! - [`backoff`]: capped exponential backoff with jitter, for retry loops.
 //! - [`shutdown`]: the Ctrl-C/SIGTERM future of long-running commands.
@@ -56,7 +65,8 @@
 //!   indicators with their thresholds.
 //! - [`stats`]: latency histograms (HdrHistogram), coordinated-omission correction,
 //!   loss/duplicate/reordering accounting.
-//! - [`report`]: check results (doctor, check-e2e) as a table or JSON.
+//! - [`report`]: check results (doctor, check-e2e) with their causes, as a table that
+//!   fits the terminal or JSON.
 
 pub mod api;
 pub mod backoff;
@@ -64,9 +74,12 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
+pub mod help;
 pub mod ingest;
+pub mod lab;
 pub mod metrics;
 pub mod mqtt;
+pub mod net;
 pub mod probe;
 pub mod qos;
 pub mod report;

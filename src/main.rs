@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use arng::cli::{Cli, Command};
 use arng::cmd;
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -24,12 +24,15 @@ fn main() -> ExitCode {
     let run = async {
         match cli.command {
             Command::CheckE2e(args) => cmd::check_e2e::run(args).await,
+            Command::CheckLab(args) => cmd::check_lab::run(args).await,
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Ingest(args) => cmd::ingest::run(args).await,
             Command::Latency(args) => cmd::latency::run(args).await,
             Command::QosBench(args) => cmd::qos_bench::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args).await,
+            Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+            Command::Man(args) => cmd::man::run(args, Cli::command()),
         }
     };
     match runtime.block_on(run) {

@@ -571,8 +571,15 @@ async fn dashboard_shows_published_readings_and_follows_the_live_stream() {
             reading("sud", "s1", 11, now, 31.0, 52.5),
             reading("est", "s1", 0, now, 18.2, 55.0),
             heartbeat("sud", now),
-            ("entrepot/alerts/sud".to_owned(), live_alert.to_json()),
         ],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    // An alert of ingest's rules: only the ingest account may publish it.
+    publish_all(
+        &broker,
+        "ingest",
+        &[("entrepot/alerts/sud".to_owned(), live_alert.to_json())],
         QoS::AtLeastOnce,
     )
     .await;

@@ -5,9 +5,7 @@
 //! `arng serve` + influxd. What the REST API shows is asserted against what the
 //! Python sensor printed it published.
 //!
-//! The interpreter is `$ARNG_PYTHON`, else the first of `python3`, `/usr/bin/python3`
-//! that imports paho-mqtt; scripts/test.sh installs Debian's python3-paho-mqtt (or a
-//! venv from PyPI). None: the test fails and says how to get one.
+//! The interpreter is [`common::python_with_paho`]'s.
 
 mod common;
 
@@ -21,39 +19,13 @@ use common::influxd::Influxd;
 use common::mosquitto::{account, Mosquitto};
 use serde_json::Value;
 
-fn python() -> String {
-    let imports_paho = |py: &str| {
-        Command::new(py)
-            .args(["-c", "import paho.mqtt.client"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if let Ok(py) = std::env::var("ARNG_PYTHON") {
-        assert!(
-            imports_paho(&py),
-            "$ARNG_PYTHON={py} cannot import paho.mqtt"
-        );
-        return py;
-    }
-    ["python3", "/usr/bin/python3"]
-        .into_iter()
-        .find(|py| imports_paho(py))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            panic!(
-                "no Python with paho-mqtt: run scripts/test.sh, or apt-get install \
-                 python3-paho-mqtt, or set ARNG_PYTHON to a venv's python with paho-mqtt"
-            )
-        })
-}
-
 const ZONES: [&str; 3] = ["nord", "sud", "est"];
 /// Cycles of the sensor: one per payload form of `tp_mqtt.FORMS`.
 const CYCLES: usize = 6;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paho_mqtt_sensor_written_the_labs_way_shows_in_the_rest_api() {
-    let py = python();
+    let py = common::python_with_paho();
     let broker = Mosquitto::start();
     let db = Influxd::start();
     let ingest = IngestProc::start(&broker, &db, &[]);

@@ -242,7 +242,8 @@ async fn refused_messages_reach_mosquitto_sub_on_the_dead_letter_topic() {
     ));
     // An oversize payload: refused, and its copy cut to 512 bytes.
     let big = format!(r#"{{"temp":21,"hum":44,"pad":"{}"}}"#, "é".repeat(3000));
-    // An alert whose message is too long (the simulator account may write alerts).
+    // An alert whose message is too long, from the account that may write the
+    // services' alerts with `source: api` (docs/decisions.md, 12).
     let mut alert: Value = serde_json::json!({
         "version": 1, "id": "api-nord---manual-1", "zone": "nord", "metric": "manual",
         "severity": "warning", "state": "raised", "source": "api",
@@ -252,10 +253,14 @@ async fn refused_messages_reach_mosquitto_sub_on_the_dead_letter_topic() {
     publish_all(
         &broker,
         "simulator",
-        &[
-            ("entrepot/nord/s1/v1".into(), big.clone()),
-            ("entrepot/alerts/nord".into(), alert.to_string()),
-        ],
+        &[("entrepot/nord/s1/v1".into(), big.clone())],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    publish_all(
+        &broker,
+        "api",
+        &[("entrepot/alerts/nord".into(), alert.to_string())],
         QoS::AtLeastOnce,
     )
     .await;

@@ -135,7 +135,7 @@ impl Recorder {
 
     fn alerts(&self, zone: &str) -> Vec<Alert> {
         let z = Zone::new(zone).unwrap();
-        self.on(&format!("entrepot/alerts/{zone}"))
+        self.on(&format!("entrepot/alerts/{zone}/sensor"))
             .iter()
             .map(|m| {
                 Alert::parse(&z, m.payload.as_bytes())

@@ -28,6 +28,11 @@ def main():
                    help="seconds between two readings of a sensor")
     p.add_argument("--heartbeat-period", type=float,
                    default=float(env("HEARTBEAT_PERIOD_S", "30")))
+    # A flawed sensor on purpose, for `arng check-lab`'s tests (tests/check_lab.rs): with
+    # --no-retain, a wrong --heartbeat-period and --form no_level (no alert_level), the
+    # lab's checklist must fail exactly those items.
+    p.add_argument("--no-retain", action="store_true",
+                   help="publish heartbeats without retain (the lab wants them retained)")
     p.add_argument("--count", type=int, default=0, help="cycles, then exit (0: forever)")
     p.add_argument("--form", default=env("PAYLOAD_FORM", "lab"),
                    choices=["all", *FORMS], help="payload form (all: cycle through them)")
@@ -36,6 +41,12 @@ def main():
     configs = [SensorConfig(zone=z, sensor=a.sensor, base_temp=a.base_temp, seed=i)
                for i, z in enumerate(a.zones.split(","))]
     client = connect(a.host, a.port, a.username, a.password, f"tp-sensor-{os.getpid()}")
+    if a.no_retain:
+        # The flaw is played here, not in tp_mqtt.py, which keeps the lab's retained
+        # heartbeat as the lab writes it: every publish goes out without retain.
+        publish = client.publish
+        client.publish = lambda topic, payload, qos=0, retain=False: publish(
+            topic, payload, qos=qos, retain=False)
     sim = SensorSimulator(client, configs, form=a.form, heartbeat_period=a.heartbeat_period)
     sim.start_heartbeat()
     try:

@@ -14,6 +14,7 @@ use crate::domain::flux;
 use crate::domain::schema::{HEARTBEATS, READINGS};
 use crate::domain::{AlertLevel, SensorId, Zone};
 use crate::store::Record;
+use crate::supervision::{MAX_CLOCK_AHEAD, PROBE_SENSOR};
 
 /// Where a query's time range starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,9 +37,22 @@ fn from(bucket: &str) -> String {
     format!("from(bucket: {})", flux::string(bucket))
 }
 
-/// Every range ends an hour ahead of now, so points from a sensor whose clock runs
-/// a little fast are still shown (Flux's default stop is now()).
-const STOP: &str = "1h";
+/// Where every range stops: [`MAX_CLOCK_AHEAD`] after now, so points from a sensor
+/// whose clock runs a little fast are still shown (Flux's default stop is now()), and
+/// none dated further ahead (issue 15: a reading dated 2099 pinned a zone's
+/// `last_seen` in the future).
+fn stop() -> String {
+    flux::duration(MAX_CLOCK_AHEAD)
+}
+
+/// The Flux predicate that leaves the supervision probe's points out. Alerts without
+/// a sensor have no `sensor` column at all, hence `not exists`.
+fn not_probe() -> String {
+    format!(
+        "(not exists r.sensor or r.sensor != {})",
+        flux::string(PROBE_SENSOR)
+    )
+}
 
 /// The last reading of every sensor (optionally of one zone) within `lookback`.
 pub fn latest_readings(bucket: &str, zone: Option<&Zone>, lookback: Duration) -> String {
@@ -46,9 +60,10 @@ pub fn latest_readings(bucket: &str, zone: Option<&Zone>, lookback: Duration) ->
         format!(" and r.zone == {}", flux::string(z.as_str()))
     });
     format!(
-        r#"{} |> range(start: -{}, stop: {STOP}) |> filter(fn: (r) => r._measurement == {}{zone_filter}) |> last() |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")"#,
+        r#"{} |> range(start: -{}, stop: {}) |> filter(fn: (r) => r._measurement == {}{zone_filter}) |> last() |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")"#,
         from(bucket),
         flux::duration(lookback),
+        stop(),
         flux::string(READINGS),
     )
 }
@@ -56,9 +71,10 @@ pub fn latest_readings(bucket: &str, zone: Option<&Zone>, lookback: Duration) ->
 /// The last heartbeat of every zone within `lookback`.
 pub fn latest_heartbeats(bucket: &str, lookback: Duration) -> String {
     format!(
-        r#"{} |> range(start: -{}, stop: {STOP}) |> filter(fn: (r) => r._measurement == {} and r._field == "sensors") |> last()"#,
+        r#"{} |> range(start: -{}, stop: {}) |> filter(fn: (r) => r._measurement == {} and r._field == "sensors") |> last()"#,
         from(bucket),
         flux::duration(lookback),
+        stop(),
         flux::string(HEARTBEATS),
     )
 }
@@ -103,10 +119,22 @@ pub fn heartbeat_times(rows: &[Record]) -> Vec<(Zone, i64)> {
         .collect()
 }
 
-/// Mean temperature and humidity per sensor in windows of `every` over `range`.
-pub fn history(bucket: &str, zone: &Zone, range: Duration, every: Duration) -> String {
+/// Mean temperature and humidity per sensor in windows of `every` over `range`
+/// (without the supervision probe unless `include_probe`).
+pub fn history(
+    bucket: &str,
+    zone: &Zone,
+    range: Duration,
+    every: Duration,
+    include_probe: bool,
+) -> String {
+    let probe_filter = if include_probe {
+        String::new()
+    } else {
+        format!(" and {}", not_probe())
+    };
     format!(
-        r#"{} |> range(start: -{}) |> filter(fn: (r) => r._measurement == {} and r.zone == {} and (r._field == "temp" or r._field == "hum")) |> aggregateWindow(every: {}, fn: mean, createEmpty: false) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group(columns: ["sensor"]) |> sort(columns: ["_time"])"#,
+        r#"{} |> range(start: -{}) |> filter(fn: (r) => r._measurement == {} and r.zone == {}{probe_filter} and (r._field == "temp" or r._field == "hum")) |> aggregateWindow(every: {}, fn: mean, createEmpty: false) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group(columns: ["sensor"]) |> sort(columns: ["_time"])"#,
         from(bucket),
         flux::duration(range),
         flux::string(READINGS),
@@ -157,15 +185,20 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Alerts since `since`, newest first, optionally of one zone and severity.
+/// Alerts since `since`, newest first, optionally of one zone and severity, without
+/// the supervision probe's unless `include_probe`.
 pub fn alerts(
     bucket: &str,
     zone: Option<&Zone>,
     severity: Option<AlertLevel>,
     since: Since,
     limit: usize,
+    include_probe: bool,
 ) -> String {
     let mut filter = format!("r._measurement == {}", flux::string(ALERTS));
+    if !include_probe {
+        filter += &format!(" and {}", not_probe());
+    }
     if let Some(z) = zone {
         filter += &format!(" and r.zone == {}", flux::string(z.as_str()));
     }
@@ -173,9 +206,10 @@ pub fn alerts(
         filter += &format!(" and r.severity == {}", flux::string(s.as_str()));
     }
     format!(
-        r#"{} |> range(start: {}, stop: {STOP}) |> filter(fn: (r) => {filter}) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: {limit})"#,
+        r#"{} |> range(start: {}, stop: {}) |> filter(fn: (r) => {filter}) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: {limit})"#,
         from(bucket),
         since.flux(),
+        stop(),
     )
 }
 
@@ -266,6 +300,11 @@ mod tests {
             &z,
             Duration::from_secs(3600),
             Duration::from_secs(60),
+            false,
+        );
+        assert!(
+            q.contains(r#"(not exists r.sensor or r.sensor != "e2e-probe")"#),
+            "{q}"
         );
         assert!(
             q.starts_with(r#"from(bucket: "my \"bucket\"") |> range(start: -3600s)"#),
@@ -281,11 +320,13 @@ mod tests {
             Some(AlertLevel::Critical),
             Since::At(DateTime::from_timestamp_millis(1_795_850_102_125).unwrap()),
             50,
+            true,
         );
         assert!(
-            q.contains("range(start: 2026-11-28T") && q.contains(".125Z, stop: 1h)"),
+            q.contains("range(start: 2026-11-28T") && q.contains(".125Z, stop: 300s)"),
             "{q}"
         );
+        assert!(!q.contains("e2e-probe"), "{q}");
         assert!(
             q.contains(r#"r.severity == "critical""#) && q.contains("limit(n: 50)"),
             "{q}"
@@ -295,9 +336,10 @@ mod tests {
             None,
             None,
             Since::Ago(Duration::from_secs(90)),
-            1
+            1,
+            false,
         )
-        .contains("range(start: -90s, stop: 1h)"));
+        .contains("range(start: -90s, stop: 300s)"));
         assert!(
             latest_readings("entrepot", Some(&z), Duration::from_secs(86400))
                 .contains(r#"r.zone == "nord""#)

@@ -11,18 +11,20 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{parse_zone, Chain};
 use crate::domain::Zone;
+use crate::help::heading;
 use crate::probe::latency::{render_table, LatencyRun};
 use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::LATENCY, after_help = EXAMPLES)]
 pub struct Args {
     /// Number of probe readings to measure (one at a time).
-    #[arg(long, default_value_t = 20, conflicts_with = "duration",
+    #[arg(long, env = "ARNG_LATENCY_SAMPLES", default_value_t = 20, conflicts_with = "duration",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub samples: u32,
 
     /// Measure for this long instead of a number of samples (e.g. 1m).
-    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_LATENCY_DURATION", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
     /// Zone the probes are published in [default: the first zone that GET /zones lists].
@@ -30,22 +32,33 @@ pub struct Args {
     pub zone: Option<Zone>,
 
     /// Pause between two probes.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_LATENCY_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration,
+          value_name = "DURATION")]
     pub interval: Duration,
 
     /// How long one probe may take to be visible everywhere before it counts as lost.
-    #[arg(long, default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_LATENCY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration,
+          value_name = "DURATION")]
     pub timeout: Duration,
 
     /// Print the result as JSON: {"zone", "samples", "lost", "paths": {<path>: {"p50_ms",
     /// "p90_ms", "p99_ms", "max_ms", "samples"}}, "heartbeats": {<zone>: {..., "latest_ms"}}}.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     pub json: bool,
 
-    // Last: clap's help headings of these groups carry over to later options.
+    // Last: these groups set the heading of what follows them (crate::help).
     #[command(flatten)]
     pub chain: Chain,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  # 20 probes in the first zone the API lists, as tables
+  arng latency
+  # One minute of probes in zone nord, one every 500 ms, for a script
+  arng latency --zone nord --duration 1m --interval 500ms --json
+  # The API of another host
+  arng latency --samples 100 --api-url http://arng.example.com:8000";
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bar = progress(&args);

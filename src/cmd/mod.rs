@@ -4,9 +4,12 @@
 //! another: what two commands share lives in the library.
 
 pub mod check_e2e;
+pub mod check_lab;
+pub mod completions;
 pub mod doctor;
 pub mod ingest;
 pub mod latency;
+pub mod man;
 pub mod qos_bench;
 pub mod serve;
 pub mod simulate;
@@ -16,6 +19,27 @@ pub mod simulate;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Writes a command's result to stdout; a closed pipe (`arng ... | head`) is not an
+/// error.
+pub(crate) fn print_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How wide a check table printed on stdout may be ([`crate::report::table_width`]):
+/// `COLUMNS`, else the terminal's width when stdout is one, else 80.
+pub(crate) fn table_width() -> usize {
+    let terminal = terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(terminal_size::Width(w), _)| usize::from(w));
+    crate::report::table_width(std::env::var("COLUMNS").ok().as_deref(), terminal)
+}
 
 /// A command's `Args` parsed from `argv` (without the program name), as clap would
 /// parse them on the command line: for the commands' unit tests.

@@ -14,13 +14,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::UsageError;
 use crate::config::MqttArgs;
+use crate::help::heading;
 use crate::qos::plan::{
     parse_qos_levels, parse_rate, parse_size, parse_svg_path, QosLevels, MAX_CLIENTS, MAX_MESSAGES,
 };
 use crate::qos::{chart, render, Bench, LevelReport, Plan, Settings, Stop};
 use crate::units::parse_positive_duration;
 
+/// No environment variables here: these are the parameters of one experiment, given
+/// on the command line each time (the broker connection reads them as everywhere).
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::QOS_BENCH, after_help = EXAMPLES)]
 pub struct Args {
     /// QoS levels to measure, comma-separated, one after the other (e.g. 0,1,2 or 1).
     #[arg(long, default_value = "0,1,2", value_parser = parse_qos_levels, value_name = "LEVELS")]
@@ -78,15 +82,15 @@ pub struct Args {
     pub nagle: bool,
 
     /// Print the results as JSON: a list with one object per QoS level.
-    #[arg(long, conflicts_with = "csv")]
+    #[arg(long, conflicts_with = "csv", help_heading = heading::OUTPUT)]
     pub json: bool,
 
     /// Print the results as CSV: a header row, then one row per QoS level.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     pub csv: bool,
 
     /// Also write the latency distribution of each QoS level as an SVG chart.
-    #[arg(long, value_parser = parse_svg_path, value_name = "FILE.svg")]
+    #[arg(long, help_heading = heading::OUTPUT, value_parser = parse_svg_path, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
 
     /// Demonstrate QoS 1 redelivery: at QoS 1 the first subscriber uses a persistent
@@ -97,11 +101,19 @@ pub struct Args {
           conflicts_with = "duration")]
     pub inject_redelivery: Option<u64>,
 
-    // Last, so that the options above are listed under "Options" in --help and the
-    // shared ones under their own heading.
+    // Last: these groups set the heading of what follows them (crate::help).
     #[command(flatten)]
     pub mqtt: MqttArgs,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  # QoS 0, 1 and 2 with 1000 messages each, one publisher and one subscriber
+  arng qos-bench
+  # Four publishers at 2000 messages/s in all for 10 s per level, as CSV and a chart
+  arng qos-bench --publishers 4 --rate 2000 --duration 10s --csv --chart qos.svg
+  # See QoS 1 redeliver the 5 messages a subscriber left unacknowledged
+  arng qos-bench --qos 1 --messages 100 --inject-redelivery 5 --json";
 
 fn settings(args: &Args) -> Settings {
     Settings {
@@ -146,7 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         render::to_table(&reports, plan.corrected()) + "\n"
     };
-    print_stdout(&out)?;
+    super::print_stdout(out.as_bytes()).context("cannot write the results")?;
     let failed: Vec<&LevelReport> = reports.iter().filter(|r| !r.ok).collect();
     for r in &failed {
         eprintln!(
@@ -160,18 +172,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Writes the result; a closed pipe (`arng qos-bench --json | head`) is not an error.
-fn print_stdout(s: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::new(e).context("cannot write the results"))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// A progress bar on stderr, counting first deliveries; hidden when stderr is not a

@@ -20,116 +20,130 @@ use super::UsageError;
 use crate::config::MqttArgs;
 use crate::domain::names::parse_zone_list;
 use crate::domain::Zone;
+use crate::help::heading;
 use crate::sim::plan::parse_rate;
 use crate::sim::{Fault, Options, Plan, Rate, Scenario};
 use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::SIMULATE, after_help = EXAMPLES)]
 pub struct Args {
     /// Zones to simulate, comma-separated (e.g. nord,sud,est).
-    #[arg(long, value_parser = parse_zones, value_name = "ZONES")]
+    #[arg(long, env = "ARNG_SIM_ZONES", value_parser = parse_zones, value_name = "ZONES")]
     pub zones: ZoneList,
 
     /// Sensors per zone, named s1, s2... sN.
-    #[arg(long, default_value_t = 3, value_name = "N",
+    #[arg(long, env = "ARNG_SIM_SENSORS_PER_ZONE", default_value_t = 3, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub sensors_per_zone: u32,
 
     /// Time between two readings of one sensor (humantime: 5s, 200ms, 1m). The
     /// sensors' readings are spread evenly across it.
-    #[arg(long, default_value = "5s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_SIM_INTERVAL", default_value = "5s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub interval: Duration,
 
     /// Publish N readings per sensor, then exit once the broker has acknowledged them
     /// all (QoS 0: once written to the socket).
-    #[arg(long, value_name = "N", conflicts_with = "duration",
+    #[arg(long, env = "ARNG_SIM_COUNT", value_name = "N", conflicts_with = "duration",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
     /// Publish the readings scheduled within this time (one per sensor per interval),
     /// then exit like --count. Without --count or --duration: run until Ctrl-C/SIGTERM.
-    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_SIM_DURATION", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
     /// Seed of the signal model (noise, drift): the same seed and options give the
     /// same values. Random when absent; the seed in use is logged.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "ARNG_SIM_SEED", value_name = "N")]
     pub seed: Option<u64>,
 
     /// QoS of the readings. Heartbeats are always QoS 0, alerts and status QoS 1. With
     /// MQTT 5 (used when the broker offers it) the broker answers a QoS 1/2 message
     /// it refuses (ACL) with a reason code: the run counts it and exits 1. At QoS 0
     /// the broker never answers, so a refused reading cannot be detected.
-    #[arg(long, default_value_t = 1, value_name = "0|1|2",
+    #[arg(long, env = "ARNG_SIM_QOS", default_value_t = 1, value_name = "0|1|2",
           value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
 
     /// Publish readings as retained messages.
-    #[arg(long)]
+    #[arg(long, env = "ARNG_SIM_RETAIN")]
     pub retain: bool,
 
     /// Load generation: target readings per second across all sensors (overrides
     /// --interval: each sensor publishes every sensors/R seconds), or `max` for as
     /// fast as the broker accepts them.
-    #[arg(long, value_parser = parse_rate, value_name = "R|max")]
+    #[arg(long, env = "ARNG_SIM_RATE", value_parser = parse_rate, value_name = "R|max")]
     pub rate: Option<Rate>,
 
     /// MQTT connections to spread the sensors over. Default: 1, or one per 50,000
     /// readings/s of target rate (at most 4; `--rate max`: 2).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "ARNG_SIM_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: Option<u16>,
 
     /// Time between two heartbeats of a zone (retained, on entrepot/heartbeat/<zone>).
-    #[arg(long, default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_SIM_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub heartbeat_interval: Duration,
 
     /// Inject a fault, KIND:ZONE[/SENSOR]@START[+DURATION] with KIND spike, stuck,
     /// dropout or drift; times relative to the start (e.g. spike:nord/s1@30s,
-    /// dropout:sud@1m+20s). Repeatable. See docs/simulate.md.
-    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    /// dropout:sud@1m+20s). Repeatable, or comma-separated. See docs/simulate.md.
+    #[arg(long = "fault", env = "ARNG_SIM_FAULTS", value_delimiter = ',', value_name = "SPEC", value_parser = parse_fault)]
     pub faults: Vec<Fault>,
 
     /// Run a scenario: heatwave:ZONE@START[+DURATION] drives the zone's temperature
-    /// above warning at START and above critical 3 intervals later. Repeatable.
-    #[arg(long = "scenario", value_name = "SPEC", value_parser = parse_scenario)]
+    /// above warning at START and above critical 3 intervals later. Repeatable, or
+    /// comma-separated.
+    #[arg(long = "scenario", env = "ARNG_SIM_SCENARIOS", value_delimiter = ',', value_name = "SPEC", value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
 
     /// Thresholds document (JSON, the format of GET /thresholds) for `alert_level` and
     /// alerts. Default: the built-in thresholds.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "ARNG_THRESHOLDS_FILE", value_name = "FILE")]
     pub thresholds: Option<PathBuf>,
 
-    /// Do not publish alerts on entrepot/alerts/<zone> (`alert_level` stays in every
+    /// Do not publish alerts on entrepot/alerts/<zone>/sensor (`alert_level` stays in every
     /// reading). Implied with per-zone accounts, which may not publish alerts.
-    #[arg(long)]
+    #[arg(long, env = "ARNG_SIM_NO_ALERTS")]
     pub no_alerts: bool,
 
     /// MQTT client name, also the status topic entrepot/status/<NAME> (last will).
     /// Default: `simulator`, or the account name with per-zone accounts. `{zone}` is
     /// replaced by the zone; with several connections `-1`, `-2`... are appended.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "ARNG_SIM_CLIENT_ID", value_name = "NAME")]
     pub client_id: Option<String>,
 
     /// Give up (exit 1) when the broker cannot be reached for this long at start.
-    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_SIM_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
 
     /// At the end, how long to wait for the broker to acknowledge what was published
     /// (exit 1 if it has not by then).
-    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_SIM_ACK_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub ack_timeout: Duration,
 
     /// Print a JSON summary on stdout at exit (published per zone, acknowledged,
     /// refused by the broker with the refused topics, alerts, heartbeats, duration,
     /// rate).
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     pub json: bool,
 
-    /// Broker connection. A `{zone}` in --mqtt-username (and --mqtt-password) opens one
-    /// connection per zone with that zone's account (e.g. sensor-{zone}).
+    // Last: these groups set the heading of what follows them (crate::help). A
+    // `{zone}` in --mqtt-username (and --mqtt-password) opens one connection per zone
+    // with that zone's account (e.g. sensor-{zone}).
     #[command(flatten)]
     pub mqtt: MqttArgs,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  # Three zones of 3 sensors, a reading every 5 s each, until Ctrl-C
+  arng simulate --zones nord,sud,est
+  # 10 readings per sensor, then exit once the broker acknowledged them all
+  arng simulate --zones nord,sud --count 10 --interval 200ms --seed 42
+  # One account per zone (sensor-nord...), a heatwave in sud after 30 s
+  arng simulate --zones nord,sud --mqtt-username 'sensor-{zone}' --mqtt-password 'sensor-{zone}-dev' \\
+      --scenario heatwave:sud@30s --duration 5m";
 
 /// The validated `--zones` list.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use super::names::{SensorId, Zone};
 use super::payload::{
     check_not_future, format_timestamp, parse_object, AlertLevel, PayloadError, ReadPolicy,
 };
+use super::topic::Topic;
 
 /// Measurement of alerts.
 pub const ALERTS: &str = "alerts";
@@ -97,6 +98,21 @@ impl AlertSource {
             AlertSource::Sensor => "sensor",
             AlertSource::Ingest => "ingest",
             AlertSource::Api => "api",
+        }
+    }
+
+    /// May an alert published on `topic` carry this source? A broker cannot read
+    /// payloads, so the topic is what proves who published: the ACL lets only the
+    /// services (`ingest`, `api`) and operators write `entrepot/alerts/<zone>`, and the
+    /// simulator only `entrepot/alerts/<zone>/sensor` (docs/decisions.md, 12). An
+    /// alert claiming `source: ingest` on the sensors' topic is a forgery; readers
+    /// refuse it (issue 15: one flipped ingest's health gauge and showed on the live
+    /// page as a rule alert).
+    pub fn allowed_on(self, topic: &Topic) -> bool {
+        match topic {
+            Topic::Alert { .. } => matches!(self, AlertSource::Ingest | AlertSource::Api),
+            Topic::SensorAlert { .. } => self == AlertSource::Sensor,
+            _ => false,
         }
     }
 }

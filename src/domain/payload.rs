@@ -47,8 +47,9 @@ use super::thresholds::Thresholds;
 
 mod fields;
 
-use fields::Fields;
+// Fields is also how `arng check-lab` judges each field of a team's payload alone.
 pub(crate) use fields::{check_not_future, parse_object};
+pub(crate) use fields::{type_name, Fields};
 
 /// Largest payload accepted, in bytes. A reading is about 170 bytes; the limit leaves
 /// room for extra fields while keeping a misbehaving client from costing memory.

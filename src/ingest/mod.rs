@@ -477,10 +477,23 @@ pub fn classify(p: &Publish, reader: &mut reader::Reader) -> Inbound {
             Ok(h) => Inbound::Heartbeat(h, ack),
             Err(e) => refused(e, ack),
         },
-        Topic::Alert { zone } => match reader.alert(&zone, &p.payload) {
-            Ok(a) => Inbound::Alert(a, ack),
-            Err(e) => refused(e, ack),
-        },
+        Topic::Alert { ref zone } | Topic::SensorAlert { ref zone } => {
+            match reader.alert(zone, &p.payload) {
+                // The topic proves who published (mosquitto-conf/acl): a source it
+                // does not allow is a forgery (issue 15).
+                Ok(a) if !a.source.allowed_on(&parsed) => invalid_field(
+                    "source_mismatch",
+                    Some("source".to_owned()),
+                    format!(
+                        "an alert with source {:?} may not be published on {topic_str}",
+                        a.source.as_str()
+                    ),
+                    ack,
+                ),
+                Ok(a) => Inbound::Alert(a, ack),
+                Err(e) => refused(e, ack),
+            }
+        }
         Topic::Thresholds => match Thresholds::from_json(&p.payload) {
             Ok(t) => Inbound::Thresholds(t, ack),
             Err(e) => invalid_field(

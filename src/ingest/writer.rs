@@ -399,6 +399,7 @@ impl Writer {
             lag_p50_s: lag.map(|l| l.p50_s),
             lag_p99_s: lag.map(|l| l.p99_s),
             lag_max_s: lag.map(|l| l.max_s),
+            lag_samples: lag.map(|l| l.count),
             spool_bytes: self.spool.used_bytes(),
             received: self.metrics.received.get(),
         };

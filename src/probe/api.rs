@@ -1,6 +1,7 @@
 //! A small client of the arng REST API (`arng serve`), as check-e2e and latency use
 //! it: the zones it knows, what `GET /zones/{zone}/latest` shows of a probe, and
-//! whether `GET /alerts` lists the probe's alert. Errors are [`ProbeError`]s that
+//! whether `GET /alerts` lists the probe's alert. check-lab also sends raw requests
+//! to any team's API with it ([`ApiClient::send_raw`]). Errors are [`ProbeError`]s that
 //! name the option to change.
 
 use std::time::Duration;
@@ -41,11 +42,20 @@ pub fn probe_view(latest: &Value, seq: u64) -> ProbeView {
     }
 }
 
+/// An HTTP answer as it came: status and body text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
 /// A small client of the arng REST API.
 pub struct ApiClient {
     http: reqwest::Client,
     base: url::Url,
     token: Option<Secret>,
+    /// The timeout of one request.
+    timeout: Duration,
 }
 
 impl ApiClient {
@@ -61,6 +71,27 @@ impl ApiClient {
             http,
             base: args.url.clone(),
             token: args.token.clone(),
+            timeout: per_request,
+        }
+    }
+
+    /// `path` under the base URL, or why it cannot be.
+    // The async methods that call it return ProbeError too; boxing it for one
+    // private helper would only move the lint.
+    #[allow(clippy::result_large_err)]
+    fn url(&self, path: &str) -> Result<url::Url, ProbeError> {
+        let joined = self.base.join(path.trim_start_matches('/'));
+        joined.map_err(|e| ProbeError::ApiPath {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, url: url::Url) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &self.token {
+            Some(t) => rb.bearer_auth(t.expose()),
+            None => rb,
         }
     }
 
@@ -70,27 +101,20 @@ impl ApiClient {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<Option<Value>, ProbeError> {
-        let url =
-            self.base
-                .join(path.trim_start_matches('/'))
-                .map_err(|e| ProbeError::ApiPath {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        let mut rb = self.http.get(url.clone()).query(query);
-        if let Some(t) = &self.token {
-            rb = rb.bearer_auth(t.expose());
-        }
+        let url = self.url(path)?;
+        let rb = self.request(reqwest::Method::GET, url.clone()).query(query);
         let resp = rb.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = s.to_string();
-                src = s.source();
+            if e.is_timeout() {
+                return ProbeError::ApiTimeout {
+                    base: self.base.to_string(),
+                    after: self.timeout,
+                };
             }
+            let (transport, reason) = crate::net::transport_failure(&e);
             ProbeError::ApiUnreachable {
                 base: self.base.to_string(),
-                reason: msg,
+                reason,
+                transport,
             }
         })?;
         let status = resp.status();
@@ -115,6 +139,50 @@ impl ApiClient {
         Ok(Some(body))
     }
 
+    /// Any API, any answer: `method` on `path` with an optional JSON `body`; the
+    /// status and up to `max_bytes` of the body as text, whatever they are (a
+    /// checker judges them). Errors only when no answer came.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        max_bytes: usize,
+    ) -> Result<RawAnswer, ProbeError> {
+        let url = self.url(path)?;
+        let mut rb = self.request(method, url.clone());
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let unreachable = |e: reqwest::Error| {
+            let (transport, reason) = if e.is_timeout() {
+                (None, format!("nothing within {:?}", self.timeout))
+            } else {
+                let (t, reason) = crate::net::transport_failure(&e);
+                (Some(t), reason)
+            };
+            ProbeError::Unanswered {
+                url: url.to_string(),
+                reason,
+                transport,
+            }
+        };
+        let mut resp = rb.send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let mut bytes = Vec::new();
+        while bytes.len() < max_bytes {
+            match resp.chunk().await.map_err(unreachable)? {
+                Some(chunk) => bytes.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        bytes.truncate(max_bytes);
+        Ok(RawAnswer {
+            status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
     /// The zones `GET /zones` lists, in its order (sorted).
     pub async fn zones(&self) -> Result<Vec<Zone>, ProbeError> {
         let body = self
@@ -129,7 +197,13 @@ impl ApiClient {
     }
 
     pub async fn probe_view(&self, zone: &Zone, seq: u64) -> Result<Option<ProbeView>, ProbeError> {
-        let body = self.get(&format!("/zones/{zone}/latest"), &[]).await?;
+        // The lab's views hide the probe; it asks for it.
+        let body = self
+            .get(
+                &format!("/zones/{zone}/latest"),
+                &[("include_probe", "true")],
+            )
+            .await?;
         Ok(body.map(|b| probe_view(&b, seq)))
     }
 
@@ -148,6 +222,7 @@ impl ApiClient {
                     ("severity", "critical"),
                     ("since", &since),
                     ("limit", "1000"),
+                    ("include_probe", "true"),
                 ],
             )
             .await?

@@ -4,34 +4,41 @@
 //!
 //! | hop | passes when |
 //! |---|---|
-//! | `api` | `GET /zones` answers (it names the probe zone when none is given) |
+//! | `api` | `GET /zones` answers |
 //! | `mqtt publish` | the broker acknowledges the probe (QoS 1 PUBACK; an MQTT 5 refusal fails it) |
 //! | `influxdb` | a Flux query finds the probe's point (`sensor=e2e-probe`, `seq` = its id) |
 //! | `rest latest` | `GET /zones/{zone}/latest` shows the probe on its InfluxDB side |
 //! | `alert mqtt` | after `debounce` critical probes, the critical alert arrives on `entrepot/alerts/<zone>` |
 //! | `alert rest` | the same alert is listed by `GET /alerts?zone=<zone>` |
 //! | `alert cleared` | after `debounce` normal probes, the clearing alert arrives on MQTT |
-//! | `heartbeats` | every zone's last heartbeat in InfluxDB is younger than the limit |
+//! | `heartbeats` | every zone of the scope has a heartbeat in InfluxDB younger than the limit |
 //! | `broker $SYS` | the broker answers on `$SYS/broker/uptime` |
 //!
-//! A hop whose input never arrived is reported as skipped (failed) without waiting.
+//! Each hop reports its own cause ([`Cause`]): a hop that cannot reach its own
+//! server (refused, DNS, credentials) fails at once with that cause, without waiting
+//! for the timeout and without taking the hops that do not depend on it down with
+//! it. A hop is reported as skipped only when what it needs is proven missing (the
+//! probe is not in InfluxDB although InfluxDB answers). The zones probed and checked
+//! are [`super::scope`]'s.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use indicatif::ProgressBar;
 use rumqttc::QoS;
 use tokio::time::Instant;
 
+use super::alerts::{alert_hops, ALERT_HOPS};
 use super::influx::{last_heartbeats, probe_in_influx};
 use super::prober::RETAINED_WAIT;
-use super::{ms, poll, ApiClient, ProbeError, Prober};
+use super::scope::{self, Facts, LastHeartbeats, Scope};
+use super::{ms, poll, ApiClient, Cause, Failure, ProbeError, Prober};
 use crate::config::Chain;
-use crate::domain::schema::READINGS;
-use crate::domain::topic::{Topic, THRESHOLDS_TOPIC};
-use crate::domain::{Alert, AlertKind, AlertLevel, AlertState, Thresholds, Zone};
+use crate::domain::topic::{Topic, HEARTBEATS_FILTER, THRESHOLDS_TOPIC};
+use crate::domain::{AlertLevel, Thresholds, Zone};
 use crate::report::{Check, Report};
 use crate::store::InfluxClient;
-use crate::supervision::{self, PROBE_SENSOR, SYS_UPTIME_TOPIC};
+use crate::supervision::{self, SYS_UPTIME_TOPIC};
 
 pub const HOP_API: &str = "api";
 pub const HOP_PUBLISH: &str = "mqtt publish";
@@ -51,16 +58,22 @@ const AFTER_PUBLISH: [&str; 5] = [
     HOP_ALERT_REST,
     HOP_ALERT_CLEARED,
 ];
-/// The hops of the probe's alert.
-const ALERT_HOPS: [&str; 3] = [HOP_ALERT_MQTT, HOP_ALERT_REST, HOP_ALERT_CLEARED];
 
-/// One run of the check: where everything is and how long each hop may take.
+/// Where this check's InfluxDB options are, for a failure of its own queries.
+const INFLUX_HINT: &str =
+    "check --influx-url / INFLUX_URL of this check (ingest and the API may use another)";
+
+/// One run of the check: where everything is, which zones, how long each hop may
+/// take.
 #[derive(Debug, Clone)]
 pub struct E2eCheck {
     /// Where the broker, InfluxDB and the API are.
     pub chain: Chain,
-    /// Zone of the probes; `None`: the first zone `GET /zones` lists.
-    pub zone: Option<Zone>,
+    /// `--zone`: the probes go to the first, heartbeats are checked for these; empty:
+    /// the rule of [`super::scope`].
+    pub zones: Vec<Zone>,
+    /// `--exclude-zone`: never probed, heartbeats not checked.
+    pub exclude: Vec<Zone>,
     /// How long each hop may take (more than zero).
     pub timeout: Duration,
     /// Oldest zone heartbeat accepted; `None`: `silence_after_s` of the thresholds
@@ -68,8 +81,60 @@ pub struct E2eCheck {
     pub heartbeat_max_age: Option<Duration>,
 }
 
+/// What a run found: the hops, and the zones it was about.
+#[derive(Debug, Clone)]
+pub struct E2eReport {
+    pub report: Report,
+    pub scope: Scope,
+}
+
+impl E2eReport {
+    /// `{"ok", "hops": [{"name", "ok", "latency_ms", "detail", "cause"}], "zone",
+    /// "zones", "zone_choice"}`: the contract's shape, plus the probe zone (null
+    /// when none), the zones whose heartbeats were checked, and why that zone.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut doc = serde_json::Map::new();
+        doc.insert("ok".into(), self.report.ok.into());
+        doc.insert(
+            "hops".into(),
+            serde_json::to_value(&self.report.checks).expect("checks serialize"),
+        );
+        doc.insert(
+            "zone".into(),
+            self.scope.probe.as_ref().ok().map(Zone::as_str).into(),
+        );
+        let zones: Vec<&str> = self.scope.zones.iter().map(Zone::as_str).collect();
+        doc.insert("zones".into(), zones.into());
+        doc.insert("zone_choice".into(), self.zone_choice().into());
+        serde_json::Value::Object(doc)
+    }
+
+    /// The probe zone and why, and whose heartbeats were checked, in one sentence.
+    pub fn zone_choice(&self) -> String {
+        let probe = match &self.scope.probe {
+            Ok(z) => format!("probes went to zone {z}: {}", self.scope.why),
+            Err(why) => why.clone(),
+        };
+        let zones: Vec<&str> = self.scope.zones.iter().map(Zone::as_str).collect();
+        format!(
+            "{probe}; heartbeats checked: {} ({})",
+            if zones.is_empty() {
+                "none".to_owned()
+            } else {
+                zones.join(", ")
+            },
+            self.scope.basis
+        )
+    }
+}
+
+/// Messages for a person watching (`arng check-e2e` shows them next to a spinner).
+fn stage(progress: &ProgressBar, what: &str) {
+    progress.set_message(what.to_owned());
+}
+
 fn skipped(name: &str, why: &str) -> Check {
-    Check::fail(name, None, format!("skipped: {why}"))
+    Check::failed(name, Cause::Skipped, None, format!("skipped: {why}"))
 }
 
 fn skip_all(hops: &mut Vec<Check>, names: &[&str], why: &str) {
@@ -77,104 +142,156 @@ fn skip_all(hops: &mut Vec<Check>, names: &[&str], why: &str) {
 }
 
 impl E2eCheck {
-    /// Runs every hop (each within `timeout`) and reports them in order.
-    pub async fn run(&self) -> Report {
-        check(self).await
+    /// Runs every hop (each within `timeout`) and reports them in order, telling
+    /// `progress` what it waits for.
+    pub async fn run(&self, progress: &ProgressBar) -> E2eReport {
+        check(self, progress).await
     }
 }
 
-async fn check(args: &E2eCheck) -> Report {
+/// The broker side once subscribed: the prober, whether `$SYS` was granted (and
+/// when), and the retained thresholds and heartbeats.
+struct Listening {
+    prober: Prober,
+    sys: Result<Instant, String>,
+    thresholds: Thresholds,
+}
+
+/// Connects and subscribes to `$SYS`, the heartbeats and the thresholds, then waits
+/// for the retained messages.
+async fn listen(chain: &Chain, timeout: Duration) -> Result<Listening, ProbeError> {
+    let client_id = format!("arng-check-e2e-{}", std::process::id());
+    let mut prober = Prober::connect(&chain.mqtt, &client_id, timeout).await?;
+    // Heartbeats before thresholds: the broker sends the retained messages in the
+    // order of the filters, so they are all in when the thresholds arrive.
+    let filters = vec![
+        (SYS_UPTIME_TOPIC.to_owned(), QoS::AtMostOnce),
+        (HEARTBEATS_FILTER.to_owned(), QoS::AtMostOnce),
+        (THRESHOLDS_TOPIC.to_owned(), QoS::AtLeastOnce),
+    ];
+    let at = Instant::now();
+    let (sys, thresholds) = match prober.subscribe(filters, at + timeout).await {
+        Ok(granted) => {
+            let sys = if granted[0] {
+                Ok(at)
+            } else {
+                Err(format!(
+                    "the broker refused the subscription to {SYS_UPTIME_TOPIC} \
+                     (the account needs `topic read $SYS/#`, as operator has)"
+                ))
+            };
+            (sys, prober.retained_thresholds(RETAINED_WAIT).await)
+        }
+        Err(e) => (Err(e.to_string()), Thresholds::default()),
+    };
+    Ok(Listening {
+        prober,
+        sys,
+        thresholds,
+    })
+}
+
+async fn check(args: &E2eCheck, progress: &ProgressBar) -> E2eReport {
     let timeout = args.timeout;
     let api = ApiClient::new(&args.chain.api, timeout);
     let influx = InfluxClient::with_timeout(&args.chain.influx, timeout);
     let mut hops = Vec::new();
 
-    // The API first: it names the zones (probe zone, heartbeat check).
+    // The API, InfluxDB's heartbeats and the broker side at once: none waits on
+    // another, and each failure stays the failure of its own hop.
+    stage(progress, "asking the API, InfluxDB and the broker");
     let started = Instant::now();
-    let api_zones = api.zones().await;
-    let zone = args
-        .zone
-        .clone()
-        .or_else(|| api_zones.as_ref().ok().and_then(|z| z.first().cloned()));
+    let (api_zones, stored_beats, listening) = tokio::join!(
+        async {
+            let zones = api.zones().await;
+            (zones, started.elapsed())
+        },
+        last_heartbeats(&influx),
+        listen(&args.chain, timeout),
+    );
+    let (api_zones, api_took) = api_zones;
     hops.push(match &api_zones {
         Ok(zones) => {
             let names: Vec<&str> = zones.iter().map(Zone::as_str).collect();
-            let probe = zone.as_ref().map_or_else(
-                || "no zone to probe: pass --zone".to_owned(),
-                |z| format!("probes go to zone {z}"),
-            );
-            let detail = format!("{} zone(s) [{}]; {probe}", zones.len(), names.join(", "));
-            let took = Some(ms(started.elapsed()));
-            if zone.is_some() {
-                Check::pass(HOP_API, took, detail)
-            } else {
-                Check::fail(HOP_API, took, detail)
-            }
+            Check::pass(
+                HOP_API,
+                Some(ms(api_took)),
+                format!("{} zone(s) [{}]", zones.len(), names.join(", ")),
+            )
         }
-        Err(e) => Check::fail(HOP_API, Some(ms(started.elapsed())), e.to_string()),
+        Err(e) => Check::failed(HOP_API, e.cause(), Some(ms(api_took)), e.to_string()),
     });
 
-    let client_id = format!("arng-check-e2e-{}", std::process::id());
-    let mut prober = match (
-        &zone,
-        Prober::connect(&args.chain.mqtt, &client_id, timeout).await,
-    ) {
-        (_, Err(e)) => {
-            hops.push(Check::fail(HOP_PUBLISH, None, e.to_string()));
-            None
-        }
-        (None, Ok(p)) => {
-            hops.push(skipped(HOP_PUBLISH, "no zone to probe (pass --zone)"));
-            Some(p)
-        }
-        (Some(_), Ok(p)) => Some(p),
+    let (mut listening, connect_error) = match listening {
+        Ok(l) => (Some(l), None),
+        Err(e) => (None, Some(e)),
     };
-
-    // Subscribe before publishing: the alert, the thresholds ingest applies, $SYS.
-    let mut sys_subscribed: Option<Result<Instant, String>> = None;
-    let mut thresholds = Thresholds::default();
-    if let Some(p) = prober.as_mut() {
-        let mut filters = vec![
-            (SYS_UPTIME_TOPIC.to_owned(), QoS::AtMostOnce),
-            (THRESHOLDS_TOPIC.to_owned(), QoS::AtLeastOnce),
-        ];
-        if let Some(z) = &zone {
-            filters.push((
-                Topic::Alert { zone: z.clone() }.to_string(),
-                QoS::AtLeastOnce,
-            ));
-        }
-        let at = Instant::now();
-        match p.subscribe(filters, at + timeout).await {
-            Ok(granted) => {
-                sys_subscribed = Some(if granted[0] {
-                    Ok(at)
-                } else {
-                    Err(format!(
-                        "the broker refused the subscription to {SYS_UPTIME_TOPIC} \
-                         (the account needs `topic read $SYS/#`, as operator has)"
-                    ))
-                });
-                thresholds = p.retained_thresholds(RETAINED_WAIT).await;
-            }
-            Err(e) => sys_subscribed = Some(Err(e.to_string())),
-        }
-    }
-
-    if let (Some(p), Some(z)) = (prober.as_mut(), zone.as_ref()) {
-        probe_hops(p, z, &thresholds, &api, &influx, timeout, &mut hops).await;
-    } else {
-        skip_all(&mut hops, &AFTER_PUBLISH, "no probe was published");
-    }
-
-    let limit = args
+    let thresholds = listening
+        .as_ref()
+        .map(|l| l.thresholds.clone())
+        .unwrap_or_default();
+    let broker_beats = listening
+        .as_ref()
+        .map(|l| l.prober.heartbeats())
+        .unwrap_or_default();
+    let max_age = args
         .heartbeat_max_age
         .unwrap_or_else(|| Duration::from_secs(thresholds.silence_after_s));
-    hops.push(heartbeat_hop(&influx, api_zones.as_ref().ok(), limit).await);
+    let mut known: LastHeartbeats = stored_beats.as_ref().cloned().unwrap_or_default();
+    for (zone, t) in &broker_beats {
+        let newest = known.entry(zone.clone()).or_insert(*t);
+        *newest = (*newest).max(*t);
+    }
+    let scope = scope::choose(&Facts {
+        named: &args.zones,
+        excluded: &args.exclude,
+        configured: thresholds.zones.keys().cloned().collect(),
+        heartbeats: &known,
+        now: Utc::now(),
+        max_age,
+    });
 
-    hops.push(match (prober.as_mut(), sys_subscribed) {
-        (Some(p), Some(Ok(at))) => {
-            let seen = p
+    match (listening.as_mut(), &scope.probe) {
+        (None, _) => {
+            let (cause, why) = connect_error.map_or((Cause::Other, String::new()), |e| {
+                (e.cause(), e.to_string())
+            });
+            hops.push(Check::failed(HOP_PUBLISH, cause, None, why));
+            skip_all(&mut hops, &AFTER_PUBLISH, "no MQTT connection");
+        }
+        (Some(_), Err(why)) => {
+            hops.push(Check::failed(
+                HOP_PUBLISH,
+                Cause::Skipped,
+                None,
+                why.clone(),
+            ));
+            skip_all(&mut hops, &AFTER_PUBLISH, "no probe was published");
+        }
+        (Some(l), Ok(zone)) => {
+            let probe = Probe {
+                zone,
+                thresholds: &thresholds,
+                api: &api,
+                influx: &influx,
+                timeout,
+            };
+            probe.hops(&mut l.prober, progress, &mut hops).await;
+        }
+    }
+
+    stage(progress, "reading the heartbeats");
+    hops.push(heartbeat_hop(&influx, &scope, &broker_beats, args, max_age).await);
+
+    stage(progress, "waiting for the broker's $SYS/broker/uptime");
+    hops.push(match listening.as_mut() {
+        Some(Listening {
+            prober,
+            sys: Ok(at),
+            ..
+        }) => {
+            let at = *at;
+            let seen = prober
                 .wait_message(at, at + timeout, |t, _| t == SYS_UPTIME_TOPIC)
                 .await;
             match seen {
@@ -186,8 +303,9 @@ async fn check(args: &E2eCheck) -> Report {
                         String::from_utf8_lossy(&m.payload).trim()
                     ),
                 ),
-                None => Check::fail(
+                None => Check::failed(
                     HOP_SYS,
+                    Cause::NotSeen,
                     Some(ms(at.elapsed())),
                     format!(
                         "no {SYS_UPTIME_TOPIC} within {}: is sys_interval 0 in mosquitto.conf, \
@@ -197,343 +315,194 @@ async fn check(args: &E2eCheck) -> Report {
                 ),
             }
         }
-        (Some(_), Some(Err(e))) => Check::fail(HOP_SYS, None, e),
-        _ => skipped(HOP_SYS, "no MQTT connection"),
+        Some(Listening { sys: Err(e), .. }) => Check::failed(HOP_SYS, Cause::Auth, None, e.clone()),
+        None => skipped(HOP_SYS, "no MQTT connection"),
     });
 
-    if let Some(p) = prober {
-        p.disconnect().await;
+    if let Some(l) = listening {
+        l.prober.disconnect().await;
     }
-    Report::new(hops)
+    E2eReport {
+        report: Report::new(hops),
+        scope,
+    }
 }
 
-/// Publishes the probes and checks the hops they cross.
-async fn probe_hops(
-    p: &mut Prober,
-    zone: &Zone,
-    thresholds: &Thresholds,
-    api: &ApiClient,
-    influx: &InfluxClient,
+/// The probe's way through the chain: one zone, the thresholds ingest applies, and
+/// the clients of the hops.
+struct Probe<'a> {
+    zone: &'a Zone,
+    thresholds: &'a Thresholds,
+    api: &'a ApiClient,
+    influx: &'a InfluxClient,
     timeout: Duration,
-    hops: &mut Vec<Check>,
-) {
-    let zt = thresholds.for_zone(zone);
-    let (temp, hum) = supervision::normal_probe_values(zt);
+}
 
-    // 1. The broker accepts the probe.
-    let probe = p.reading(zone, temp, hum, AlertLevel::Normal);
-    let seq = probe.seq.unwrap_or_default();
-    let topic = Topic::reading(zone, &probe.sensor).to_string();
-    let published = Instant::now();
-    match p.publish(&probe, published + timeout).await {
-        Ok(took) => hops.push(Check::pass(
-            HOP_PUBLISH,
-            Some(ms(took)),
-            format!("PUBACK for probe seq={seq} on {topic} (QoS 1)"),
-        )),
-        Err(e) => {
-            hops.push(Check::fail(
-                HOP_PUBLISH,
-                Some(ms(published.elapsed())),
-                e.to_string(),
-            ));
-            skip_all(hops, &AFTER_PUBLISH, "the broker did not accept the probe");
+impl Probe<'_> {
+    /// Publishes the probes and checks the hops they cross.
+    async fn hops(&self, p: &mut Prober, progress: &ProgressBar, hops: &mut Vec<Check>) {
+        let (zone, timeout) = (self.zone, self.timeout);
+        // The probe's alert, subscribed before anything is published.
+        let alert_topic = Topic::Alert { zone: zone.clone() }.to_string();
+        let subscribed = p
+            .subscribe(
+                vec![(alert_topic, QoS::AtLeastOnce)],
+                Instant::now() + timeout,
+            )
+            .await;
+        if let Err(e) = subscribed {
+            hops.push(Check::failed(HOP_PUBLISH, e.cause(), None, e.to_string()));
+            skip_all(hops, &AFTER_PUBLISH, "no subscription to the alerts");
             return;
         }
-    }
 
-    // 2 and 3, side by side: InfluxDB has it; the API serves it from InfluxDB.
-    let deadline = published + timeout;
-    let (in_influx, over_rest) = tokio::join!(
-        poll(deadline, || probe_in_influx(
-            influx,
-            zone,
-            seq,
-            probe.timestamp
-        )),
-        poll(deadline, || async {
-            Ok::<_, ProbeError>(api.probe_view(zone, seq).await?.filter(|v| v.influx))
-        })
-    );
-    let influx_ok = in_influx.is_ok();
-    hops.push(match in_influx {
-        Ok(((), at)) => Check::pass(
-            HOP_INFLUX,
-            Some(ms(at - published)),
-            format!(
-                "probe seq={seq} in bucket {:?} (measurement {READINGS}, sensor={PROBE_SENSOR})",
-                influx.bucket()
+        // 1. The broker accepts the probe.
+        stage(progress, &format!("publishing a probe in zone {zone}"));
+        let zt = self.thresholds.for_zone(zone);
+        let (temp, hum) = supervision::normal_probe_values(zt);
+        let probe = p.reading(zone, temp, hum, AlertLevel::Normal);
+        let seq = probe.seq.unwrap_or_default();
+        let topic = Topic::reading(zone, &probe.sensor).to_string();
+        let published = Instant::now();
+        match p.publish(&probe, published + timeout).await {
+            Ok(took) => hops.push(Check::pass(
+                HOP_PUBLISH,
+                Some(ms(took)),
+                format!("PUBACK for seq={seq} on {topic}"),
+            )),
+            Err(e) => {
+                hops.push(Check::failed(
+                    HOP_PUBLISH,
+                    e.cause(),
+                    Some(ms(published.elapsed())),
+                    e.to_string(),
+                ));
+                skip_all(hops, &AFTER_PUBLISH, "the broker did not accept the probe");
+                return;
+            }
+        }
+
+        // 2 and 3, side by side and each on its own: InfluxDB has it; the API
+        // serves it from (its own) InfluxDB.
+        stage(progress, "waiting for the probe in InfluxDB and the API");
+        let deadline = published + timeout;
+        // Each side keeps the moment it gave up, so that a hop that failed at once
+        // says so even though the other one took longer.
+        let (in_influx, over_rest) = tokio::join!(
+            timed(poll(deadline, || probe_in_influx(
+                self.influx,
+                zone,
+                seq,
+                probe.timestamp
+            ))),
+            timed(poll(deadline, || async {
+                Ok::<_, ProbeError>(self.api.probe_view(zone, seq).await?.filter(|v| v.influx))
+            }))
+        );
+        let ((in_influx, influx_done), (over_rest, rest_done)) = (in_influx, over_rest);
+        let bucket = self.influx.bucket();
+        let influx_hop = match in_influx {
+            Ok(((), at)) => Check::pass(
+                HOP_INFLUX,
+                Some(ms(at - published)),
+                format!("seq={seq} in bucket {bucket:?}"),
             ),
-        ),
-        Err(last) => Check::fail(
-            HOP_INFLUX,
-            Some(ms(published.elapsed())),
-            match last {
-                Some(e) => format!("probe seq={seq}: cannot query InfluxDB: {e}"),
-                None => format!(
-                    "probe seq={seq} not in InfluxDB bucket {:?} after {}: is arng ingest running \
-                     and connected? (its log; arng_ingest_* metrics)",
-                    influx.bucket(),
+            Err(Some(e)) => Check::failed(
+                HOP_INFLUX,
+                e.cause(),
+                Some(ms(influx_done - published)),
+                format!("{e}; {INFLUX_HINT} (probe seq={seq})"),
+            ),
+            Err(None) => Check::failed(
+                HOP_INFLUX,
+                Cause::NotSeen,
+                Some(ms(influx_done - published)),
+                format!(
+                    "probe not in InfluxDB bucket {bucket:?} after {} (seq={seq}): is arng \
+                     ingest running and connected? (its log; arng_ingest_* metrics)",
                     humantime::format_duration(timeout)
                 ),
-            },
-        ),
-    });
-    hops.push(match over_rest {
-        Ok((v, at)) => Check::pass(
-            HOP_REST,
-            Some(ms(at - published)),
-            format!(
-                "GET /zones/{zone}/latest shows seq={seq} from InfluxDB (age {} ms){}",
-                v.influx_age_ms.unwrap_or_default(),
-                if v.mqtt { " and from MQTT" } else { "" }
             ),
-        ),
-        Err(_) if !influx_ok => skipped(HOP_REST, "the probe never reached InfluxDB"),
-        Err(last) => Check::fail(
-            HOP_REST,
-            Some(ms(published.elapsed())),
-            last.map(|e| e.to_string()).unwrap_or_else(|| {
+        };
+        // Proven missing: InfluxDB answers, the probe is not there.
+        let missing = influx_hop.cause == Some(Cause::NotSeen);
+        let rest_hop = match over_rest {
+            Ok((v, at)) => Check::pass(
+                HOP_REST,
+                Some(ms(at - published)),
+                format!(
+                    "seq={seq} from InfluxDB (age {} ms){} in GET /zones/{zone}/latest",
+                    v.influx_age_ms.unwrap_or_default(),
+                    if v.mqtt { " and MQTT" } else { "" }
+                ),
+            ),
+            Err(None) if missing => skipped(HOP_REST, "the probe never reached InfluxDB"),
+            Err(Some(e)) => Check::failed(
+                HOP_REST,
+                e.cause(),
+                Some(ms(rest_done - published)),
+                e.to_string(),
+            ),
+            Err(None) => Check::failed(
+                HOP_REST,
+                Cause::NotSeen,
+                Some(ms(rest_done - published)),
                 format!(
                     "GET /zones/{zone}/latest did not show seq={seq} on its InfluxDB side within {}",
                     humantime::format_duration(timeout)
-                )
-            }),
-        ),
-    });
-    if !influx_ok {
-        skip_all(
-            hops,
-            &ALERT_HOPS,
-            "the probe never reached InfluxDB (the rules run in arng ingest)",
-        );
-        return;
-    }
-
-    alert_hops(p, zone, thresholds, api, timeout, hops).await;
-}
-
-/// Raises a critical alert with `debounce` critical probes, checks it comes back on
-/// MQTT and over REST, then clears it with `debounce` normal probes.
-async fn alert_hops(
-    p: &mut Prober,
-    zone: &Zone,
-    thresholds: &Thresholds,
-    api: &ApiClient,
-    timeout: Duration,
-    hops: &mut Vec<Check>,
-) {
-    let zt = thresholds.for_zone(zone);
-    let (temp, hum) = supervision::normal_probe_values(zt);
-    let debounce = thresholds.debounce.max(1);
-    let Some(hot) = supervision::critical_probe_temp(&zt.temp) else {
-        skip_all(
-            hops,
-            &ALERT_HOPS,
-            "no valid temperature is critical for this zone's thresholds",
-        );
-        return;
-    };
-    let probes = |temp: f64, level: AlertLevel| Probes {
-        zone,
-        n: debounce,
-        temp,
-        hum,
-        level,
-        timeout,
-    };
-    // Normal probes first: a check interrupted earlier may have left the probe's
-    // alert raised, and the raise below must be a new one.
-    if let Err(e) = probes(temp, AlertLevel::Normal).send(p).await {
-        let why = format!("publishing the normal probes: {e}");
-        hops.extend(ALERT_HOPS.map(|hop| Check::fail(hop, None, why.clone())));
-        return;
-    }
-    let since = Instant::now();
-    let raised = match probes(hot, AlertLevel::Critical).send(p).await {
-        Ok(Some(last)) => last,
-        Ok(None) | Err(_) => {
-            hops.extend(
-                ALERT_HOPS
-                    .map(|hop| Check::fail(hop, None, "publishing the critical probes failed")),
+                ),
+            ),
+        };
+        // The rules run in ingest before the write: without proof that the probe
+        // went through, waiting for its alert only repeats the failure above.
+        let through = influx_hop.ok || rest_hop.ok || !missing;
+        hops.push(influx_hop);
+        hops.push(rest_hop);
+        if !through {
+            skip_all(
+                hops,
+                &ALERT_HOPS,
+                "the probe never reached InfluxDB (the rules run in arng ingest)",
             );
             return;
         }
-    };
-    let (sent_at, raise_ts) = raised;
-    let deadline = sent_at + timeout;
-    let alert_topic = Topic::Alert { zone: zone.clone() }.to_string();
-    let is_probe_alert = |state: AlertState, ts: DateTime<Utc>| {
-        let (zone, alert_topic) = (zone.clone(), alert_topic.clone());
-        move |topic: &str, payload: &[u8]| {
-            topic == alert_topic
-                && Alert::parse(&zone, payload).is_ok_and(|a| {
-                    a.sensor
-                        .as_ref()
-                        .is_some_and(|s| s.as_str() == PROBE_SENSOR)
-                        && a.metric == AlertKind::Temp
-                        && a.severity == AlertLevel::Critical
-                        && a.state == state
-                        && a.timestamp == ts
-                })
-        }
-    };
-    let what =
-        format!("critical temp alert of {zone}/{PROBE_SENSOR} ({debounce} readings at {hot} °C)");
-    let (on_mqtt, on_rest) = tokio::join!(
-        p.wait_message(
-            since,
-            deadline,
-            is_probe_alert(AlertState::Raised, raise_ts)
-        ),
-        poll(deadline, || api.probe_alert(zone, raise_ts))
-    );
-    hops.push(match on_mqtt {
-        Some(m) => Check::pass(
-            HOP_ALERT_MQTT,
-            Some(ms(m.at - sent_at)),
-            format!("{what} raised on {alert_topic}"),
-        ),
-        None => Check::fail(
-            HOP_ALERT_MQTT,
-            Some(ms(sent_at.elapsed())),
-            format!(
-                "no {what} on {alert_topic} within {}",
-                humantime::format_duration(timeout)
-            ),
-        ),
-    });
-    hops.push(match on_rest {
-        Ok(((), at)) => Check::pass(
-            HOP_ALERT_REST,
-            Some(ms(at - sent_at)),
-            format!("GET /alerts?zone={zone} lists it"),
-        ),
-        Err(last) => Check::fail(
-            HOP_ALERT_REST,
-            Some(ms(sent_at.elapsed())),
-            last.map(|e| e.to_string()).unwrap_or_else(|| {
-                format!(
-                    "GET /alerts?zone={zone} did not list the {what} within {}",
-                    humantime::format_duration(timeout)
-                )
-            }),
-        ),
-    });
-
-    // Leave nothing raised behind.
-    let since = Instant::now();
-    hops.push(match probes(temp, AlertLevel::Normal).send(p).await {
-        Ok(Some((sent_at, clear_ts))) => {
-            let seen = p
-                .wait_message(
-                    since,
-                    sent_at + timeout,
-                    is_probe_alert(AlertState::Cleared, clear_ts),
-                )
-                .await;
-            match seen {
-                Some(m) => Check::pass(
-                    HOP_ALERT_CLEARED,
-                    Some(ms(m.at - sent_at)),
-                    format!("cleared after {debounce} normal probe(s)"),
-                ),
-                None => Check::fail(
-                    HOP_ALERT_CLEARED,
-                    Some(ms(sent_at.elapsed())),
-                    format!(
-                        "no clearing alert on {alert_topic} within {}",
-                        humantime::format_duration(timeout)
-                    ),
-                ),
-            }
-        }
-        Ok(None) | Err(_) => Check::fail(
-            HOP_ALERT_CLEARED,
-            None,
-            "publishing the clearing probes failed",
-        ),
-    });
-}
-
-/// `n` probe readings of the same values, published one after the other.
-struct Probes<'a> {
-    zone: &'a Zone,
-    n: u32,
-    temp: f64,
-    hum: f64,
-    level: AlertLevel,
-    timeout: Duration,
-}
-
-impl Probes<'_> {
-    /// Publishes them; when and with which timestamp the last one was sent.
-    async fn send(&self, p: &mut Prober) -> Result<Option<(Instant, DateTime<Utc>)>, ProbeError> {
-        let mut last = None;
-        for _ in 0..self.n {
-            let r = p.reading(self.zone, self.temp, self.hum, self.level);
-            let sent = Instant::now();
-            p.publish(&r, sent + self.timeout).await?;
-            last = Some((sent, r.timestamp));
-        }
-        Ok(last)
+        stage(
+            progress,
+            &format!("raising and clearing the probe's alert in zone {zone}"),
+        );
+        alert_hops(p, zone, self.thresholds, self.api, timeout, hops).await;
     }
 }
 
-/// Every zone's newest heartbeat in InfluxDB must be younger than `limit`. The zones
-/// are those the API knows, or, without the API, those with a heartbeat in 24 h.
+/// `f`'s output and when it came.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Instant) {
+    let out = f.await;
+    (out, Instant::now())
+}
+
+/// The zones of the scope must have a heartbeat in InfluxDB younger than `max_age`.
 async fn heartbeat_hop(
     influx: &InfluxClient,
-    api_zones: Option<&Vec<Zone>>,
-    limit: Duration,
+    scope: &Scope,
+    broker: &LastHeartbeats,
+    args: &E2eCheck,
+    max_age: Duration,
 ) -> Check {
     let started = Instant::now();
-    let last = match last_heartbeats(influx).await {
+    let stored = match last_heartbeats(influx).await {
         Ok(v) => v,
         Err(e) => {
-            return Check::fail(
+            return Check::failed(
                 HOP_HEARTBEATS,
+                e.cause(),
                 Some(ms(started.elapsed())),
-                format!("cannot query InfluxDB: {e}"),
+                format!("{e}; {INFLUX_HINT}"),
             )
         }
     };
     let took = Some(ms(started.elapsed()));
-    let now = Utc::now();
-    let zones: Vec<String> = match api_zones {
-        Some(z) => z.iter().map(|z| z.to_string()).collect(),
-        None => last.iter().map(|(z, _)| z.clone()).collect(),
-    };
-    if zones.is_empty() {
-        return Check::fail(HOP_HEARTBEATS, took, "no zone known (no heartbeat in 24 h)");
-    }
-    let limit_s = limit.as_secs_f64();
-    let mut fresh = Vec::new();
-    let mut stale = Vec::new();
-    for z in &zones {
-        match last.iter().find(|(name, _)| name == z) {
-            Some((_, t)) => {
-                let age = (now - *t).num_milliseconds() as f64 / 1000.0;
-                if age <= limit_s {
-                    fresh.push(format!("{z} {age:.1} s"));
-                } else {
-                    stale.push(format!("{z} {age:.1} s old"));
-                }
-            }
-            None => stale.push(format!("{z}: no heartbeat in 24 h")),
-        }
-    }
-    if stale.is_empty() {
-        Check::pass(
-            HOP_HEARTBEATS,
-            took,
-            format!("{} (limit {limit_s} s)", fresh.join(", ")),
-        )
-    } else {
-        Check::fail(
-            HOP_HEARTBEATS,
-            took,
-            format!("stale (limit {limit_s} s): {}", stale.join(", ")),
-        )
+    match scope::heartbeat_verdict(scope, &stored, broker, &args.exclude, Utc::now(), max_age) {
+        Ok(detail) => Check::pass(HOP_HEARTBEATS, took, detail),
+        Err((cause, detail)) => Check::failed(HOP_HEARTBEATS, cause, took, detail),
     }
 }

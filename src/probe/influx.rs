@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::scope::LastHeartbeats;
 use crate::domain::flux;
 use crate::domain::schema::{HEARTBEATS, READINGS};
 use crate::domain::Zone;
@@ -46,19 +47,16 @@ pub fn last_heartbeats_query(bucket: &str) -> String {
     )
 }
 
-/// Every zone's newest heartbeat `_time` within 24 h, sorted by zone.
-pub async fn last_heartbeats(
-    influx: &InfluxClient,
-) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+/// Every zone's newest heartbeat `_time` within 24 h (a zone name the contract
+/// does not allow is left out).
+pub async fn last_heartbeats(influx: &InfluxClient) -> Result<LastHeartbeats, StoreError> {
     let rows = influx
         .query(&last_heartbeats_query(influx.bucket()))
         .await?;
-    let mut out: Vec<(String, DateTime<Utc>)> = rows
+    Ok(rows
         .iter()
-        .filter_map(|r| Some((r.str("zone")?.to_owned(), r.time("_time")?)))
-        .collect();
-    out.sort();
-    Ok(out)
+        .filter_map(|r| Some((Zone::new(r.str("zone")?).ok()?, r.time("_time")?)))
+        .collect())
 }
 
 #[cfg(test)]

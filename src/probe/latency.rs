@@ -378,7 +378,7 @@ async fn heartbeat_sample(influx: &InfluxClient, m: &mut Measurements) {
     let now = Utc::now();
     for (zone, t) in last {
         let age_ms = (now - t).num_milliseconds().max(0) as f64;
-        let entry = m.heartbeats.entry(zone).or_default();
+        let entry = m.heartbeats.entry(zone.to_string()).or_default();
         entry.0.record_ms(age_ms);
         entry.1 = age_ms;
     }

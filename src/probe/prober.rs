@@ -16,11 +16,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::scope::LastHeartbeats;
 use super::ProbeError;
 use crate::config::MqttArgs;
 use crate::domain::topic::{Topic, THRESHOLDS_TOPIC};
-use crate::domain::{AlertLevel, Reading, SensorId, Thresholds, Zone};
+use crate::domain::{AlertLevel, Heartbeat, Reading, SensorId, Thresholds, Zone};
 use crate::mqtt::dual::{self, Client, Event, Protocol, Setup};
+use crate::mqtt::v5::Refusal;
 use crate::mqtt::MqttError;
 use crate::supervision::{self, PROBE_SENSOR};
 
@@ -40,7 +42,7 @@ pub struct Received {
 enum ProbeEvent {
     Sent(u16),
     Acked(u16),
-    Refused(u16, String),
+    Refused(u16, Refusal),
     SubAck(Vec<bool>),
     Message(Received),
     Down(String),
@@ -83,9 +85,7 @@ impl Prober {
                 let ev = match eventloop.poll().await {
                     Ok(Event::Published { pkid }) => ProbeEvent::Sent(pkid),
                     Ok(Event::Acked { pkid }) => ProbeEvent::Acked(pkid),
-                    Ok(Event::Refused { pkid, refusal, .. }) => {
-                        ProbeEvent::Refused(pkid, refusal.reason.to_owned())
-                    }
+                    Ok(Event::Refused { pkid, refusal, .. }) => ProbeEvent::Refused(pkid, refusal),
                     Ok(Event::SubAck(granted)) => ProbeEvent::SubAck(granted),
                     Ok(Event::Message { topic, payload }) => ProbeEvent::Message(Received {
                         at: Instant::now(),
@@ -197,6 +197,23 @@ impl Prober {
             .unwrap_or_default()
     }
 
+    /// Each zone's newest heartbeat received so far (after subscribing to
+    /// [`HEARTBEATS_FILTER`](crate::domain::topic::HEARTBEATS_FILTER), the retained
+    /// ones arrive right after the SUBACK).
+    pub fn heartbeats(&self) -> LastHeartbeats {
+        let mut out = LastHeartbeats::new();
+        for m in &self.received {
+            let Ok(Topic::Heartbeat { zone }) = Topic::parse(&m.topic) else {
+                continue;
+            };
+            if let Ok(h) = Heartbeat::parse(&zone, &m.payload) {
+                let newest = out.entry(zone).or_insert(h.timestamp);
+                *newest = (*newest).max(h.timestamp);
+            }
+        }
+        out
+    }
+
     /// Publishes `r` at QoS 1 and waits for its PUBACK; returns how long that took. A
     /// refusal (MQTT 5) is an error naming the topic, the reason and the account.
     pub async fn publish(
@@ -218,10 +235,11 @@ impl Prober {
                     debug!(%topic, seq = ?r.seq, "probe acknowledged");
                     return Ok(started.elapsed());
                 }
-                Some(ProbeEvent::Refused(id, reason)) if Some(id) == pkid => {
+                Some(ProbeEvent::Refused(id, refusal)) if Some(id) == pkid => {
                     return Err(ProbeError::Refused {
                         topic,
-                        reason,
+                        reason: refusal.reason.to_owned(),
+                        code: refusal.code,
                         account: self.account.clone(),
                     });
                 }

@@ -270,7 +270,8 @@ impl Generator {
 
 /// Topic-side alerts: when a metric's level changes, the open alert (if any) is
 /// cleared and a new one raised (if not back to normal), at QoS 1 on
-/// `entrepot/alerts/<zone>`, after the reading that caused it on the same connection.
+/// `entrepot/alerts/<zone>/sensor` (the sensors' alert topic), after the reading that
+/// caused it on the same connection.
 pub(crate) async fn publish_alerts(
     link: &Link,
     shared: &Shared,
@@ -287,7 +288,8 @@ pub(crate) async fn publish_alerts(
             continue;
         }
         sensor.metric_levels[m] = level;
-        let topic = Topic::Alert {
+        // The sensors' alert topic: only services may write entrepot/alerts/<zone>.
+        let topic = Topic::SensorAlert {
             zone: sensor.zone.clone(),
         }
         .to_string();

@@ -80,7 +80,7 @@ where
         info!("scenario scheduled: {s}");
     }
     if !plan.alerts {
-        info!("alerts on entrepot/alerts/<zone> are off (--no-alerts or per-zone accounts)");
+        info!("alerts on entrepot/alerts/<zone>/sensor are off (--no-alerts or per-zone accounts)");
     }
 
     // Ctrl-C/SIGTERM: the first stops publishing, the second stops waiting for acks.

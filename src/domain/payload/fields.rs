@@ -14,7 +14,8 @@ const MAX_INT: u64 = i64::MAX as u64;
 /// 1e11 milliseconds is 1973, and both are outside the accepted 2000..2100 window, so
 /// no accepted time can be read both ways.
 const EPOCH_MS_FROM: f64 = 1e11;
-fn type_name(v: &Value) -> &'static str {
+/// How a JSON value's type is said in an error (`a number`, `a string`...).
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -59,7 +60,7 @@ pub(crate) fn check_not_future(
 }
 
 /// The fields of one payload, read under a policy; collects the normalisations.
-pub(super) struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     map: &'a Map<String, Value>,
     policy: &'a ReadPolicy,
     now: DateTime<Utc>,
@@ -67,7 +68,7 @@ pub(super) struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    pub(super) fn new(
+    pub(crate) fn new(
         map: &'a Map<String, Value>,
         policy: &'a ReadPolicy,
         now: DateTime<Utc>,
@@ -101,7 +102,7 @@ impl<'a> Fields<'a> {
         self.optional(field).ok_or(PayloadError::Missing(field))
     }
 
-    pub(super) fn number(
+    pub(crate) fn number(
         &self,
         field: &'static str,
         range: (f64, f64),
@@ -203,7 +204,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The timestamp, and whether it was stamped on receipt (absent from the payload).
-    pub(super) fn timestamp(&mut self) -> Result<(DateTime<Utc>, bool), PayloadError> {
+    pub(crate) fn timestamp(&mut self) -> Result<(DateTime<Utc>, bool), PayloadError> {
         let given = self.optional("timestamp");
         let ts = match given {
             None if self.liberal() => {
@@ -271,7 +272,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The alert level, or `None` when absent and the policy derives it.
-    pub(super) fn alert_level(&mut self) -> Result<Option<AlertLevel>, PayloadError> {
+    pub(crate) fn alert_level(&mut self) -> Result<Option<AlertLevel>, PayloadError> {
         let given = self.optional("alert_level");
         match given {
             None if self.liberal() => {
