@@ -8,6 +8,8 @@
 #                                (apt-get installs what is missing, scripts/lib/provision.sh)
 #   bench_influxd                sets $influxd_bin: $ARNG_INFLUXD or scripts/build-influxd.sh
 #   bench_arng                   release build; sets $arng
+#   bench_baseline               $BASELINE (another arng binary) checked; sets $baseline,
+#                                empty without it
 #   bench_workdir PREFIX         temp dir $work, removed at exit (kept with BENCH_KEEP=1),
 #                                every pid in $pids stopped at exit, newest first
 #   free_port, wait_until, account
@@ -44,6 +46,16 @@ bench_arng() {
   log "building arng (release)"
   timeout 1800 cargo build --release --quiet || die "cargo build --release failed"
   arng=$PWD/target/release/arng
+}
+
+# BASELINE: another arng binary (e.g. a release build of an older commit) that a
+# benchmark runs side by side with this tree's, on the same servers.
+bench_baseline() {
+  baseline=${BASELINE:-}
+  [ -z "$baseline" ] && return 0
+  [ -x "$baseline" ] || die "BASELINE=$baseline is not an executable"
+  "$baseline" --version >/dev/null 2>&1 || die "BASELINE=$baseline does not run (--version fails)"
+  baseline=$(realpath "$baseline")
 }
 
 pids=()
