@@ -7,6 +7,14 @@
 # see the same machine. Target for the in-memory route: >= 10,000 requests/s with
 # p99 < 10 ms. Results go in docs/performance.md.
 #
+# With BASELINE=<another arng binary> (e.g. a release build of an older commit), a
+# second `arng serve` from that binary runs on its own port next to this tree's, fed by
+# the same Mosquitto, influxd and ingest, and every round measures each route on both,
+# one right after the other (this tree first in odd rounds, the baseline first in even
+# ones, so neither always gets the warmer or the quieter slot). The medians of each and
+# the ratios this tree / baseline are printed, with each median's min-max over the
+# rounds as the noise to judge them by.
+#
 # What it runs, all on 127.0.0.1 ports it picks, in a temp dir, stopped by pid at exit:
 #   Mosquitto  rendered from mosquitto-conf/mosquitto.conf by scripts/broker-config.sh
 #   influxd    from scripts/build-influxd.sh (or $ARNG_INFLUXD), set up with org ares,
@@ -27,6 +35,7 @@
 #                         queries are finished)
 #   ARNG_INFLUXD          influxd binary to use instead of scripts/build-influxd.sh's
 #   BENCH_KEEP=1          keep the temp dir (logs, raw wrk output) after the run
+#   BASELINE              another arng binary to compare with, side by side (above)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +56,7 @@ bench_tools
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 bench_influxd
 bench_arng
+bench_baseline
 bench_workdir arng-bench
 
 start_mosquitto
@@ -63,13 +73,22 @@ ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$(account ingest) \
 pids+=($!)
 wait_until 20 "arng ingest" curl -sf -m 2 "http://127.0.0.1:$metrics_port/metrics"
 
-api_port=$(free_port)
-api=http://127.0.0.1:$api_port
-ARNG_MQTT_USERNAME=api ARNG_MQTT_PASSWORD=$(account api) \
-  "$arng" serve --port "$api_port" >"$work/serve.log" 2>&1 &
-pids+=($!)
-serve_pid=$!
-wait_until 30 "arng serve /ready" bash -c "curl -sf -m 3 $api/ready | grep -q '\"ready\":true'"
+# builds: "current" (this tree) and, with BASELINE, "baseline"; each has its own serve.
+builds=(current)
+declare -A bin=([current]=$arng) api=() serve_pid=()
+if [ -n "$baseline" ]; then
+  builds+=(baseline)
+  bin[baseline]=$baseline
+fi
+for b in "${builds[@]}"; do
+  port=$(free_port)
+  api[$b]=http://127.0.0.1:$port
+  ARNG_MQTT_USERNAME=api ARNG_MQTT_PASSWORD=$(account api) \
+    "${bin[$b]}" serve --port "$port" >"$work/serve-$b.log" 2>&1 &
+  pids+=($!)
+  serve_pid[$b]=$!
+  wait_until 30 "arng serve ($b) /ready" bash -c "curl -sf -m 3 ${api[$b]}/ready | grep -q '\"ready\":true'"
+done
 
 # ----- data -----------------------------------------------------------------------------------
 export ARNG_MQTT_USERNAME=simulator ARNG_MQTT_PASSWORD
@@ -80,16 +99,21 @@ timeout 120 "$arng" simulate --zones "$zones" --sensors-per-zone "$sensors" --co
 "$arng" simulate --zones "$zones" --sensors-per-zone "$sensors" --interval 5s --seed 2 \
   --client-id bench-background --quiet >"$work/simulate.log" 2>&1 &
 pids+=($!)
+# in_sync BASE_URL
 in_sync() {
-  [ "$(curl -sf -m 3 "$api/zones/$zone/latest" | grep -o '"in_sync":true' | wc -l)" -ge "$sensors" ]
+  [ "$(curl -sf -m 3 "$1/zones/$zone/latest" | grep -o '"in_sync":true' | wc -l)" -ge "$sensors" ]
 }
-wait_until 60 "$zone's $sensors sensors in sync between MQTT and InfluxDB" in_sync
-
-cache_url="$api/zones/$zone/latest"
-influx_url="$api/zones/$zone/latest?source=influx"
-for u in "$cache_url" "$influx_url"; do
-  size=$(curl -sf -m 10 -o /dev/null -w '%{size_download}' "$u") || die "GET $u failed"
-  log "GET $u: 200, $size bytes"
+# url BUILD SOURCE
+url() {
+  if [ "$2" = cache ]; then echo "${api[$1]}/zones/$zone/latest"; else echo "${api[$1]}/zones/$zone/latest?source=influx"; fi
+}
+for b in "${builds[@]}"; do
+  wait_until 60 "$zone's $sensors sensors in sync between MQTT and InfluxDB ($b)" in_sync "${api[$b]}"
+  for source in cache influx; do
+    u=$(url "$b" "$source")
+    size=$(curl -sf -m 10 -o /dev/null -w '%{size_download}' "$u") || die "GET $u failed"
+    log "GET $u ($b): 200, $size bytes"
+  done
 done
 
 # ----- load ---------------------------------------------------------------------------------------
@@ -103,13 +127,14 @@ to_ms() {
   }'
 }
 
-# run_wrk URL OUT: one round, in this shell (so that an interrupted run stops wrk too);
-# sets rps, p99 (ms), errors and cpu_us (serve CPU per request, microseconds).
+# run_wrk URL OUT SERVE_PID: one round, in this shell (so that an interrupted run stops
+# wrk too); sets rps, p99 (ms), errors and cpu_us (that serve's CPU per request, in
+# microseconds).
 run_wrk() {
-  local out=$2 secs
+  local out=$2 pid=$3 secs
   secs=$(awk -v d="$duration" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print int(n) + 30 }')
   local cpu_before cpu_after
-  cpu_before=$(cpu_ticks "$serve_pid")
+  cpu_before=$(cpu_ticks "$pid")
   # In the background and waited for: a signal then interrupts the wait at once, and
   # cleanup stops wrk by its pid.
   timeout "$secs" wrk -t "$threads" -c "$connections" -d "$duration" --timeout 5s --latency "$1" \
@@ -118,7 +143,7 @@ run_wrk() {
   pids+=("$wrk_pid")
   wait "$wrk_pid" || die "wrk failed on $1: $(cat "$out")"
   unset 'pids[-1]'
-  cpu_after=$(cpu_ticks "$serve_pid")
+  cpu_after=$(cpu_ticks "$pid")
   local requests
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
   requests=$(awk '/ requests in / { print $1 }' "$out")
@@ -132,49 +157,75 @@ run_wrk() {
   p99=$(to_ms "$p99")
 }
 
-log "warm-up ($warmup per route)"
+log "warm-up ($warmup per route and build)"
 duration_saved=$duration
 duration=$warmup
-run_wrk "$cache_url" "$work/warmup-cache.txt"
-run_wrk "$influx_url" "$work/warmup-influx.txt"
+for b in "${builds[@]}"; do
+  for source in cache influx; do
+    run_wrk "$(url "$b" "$source")" "$work/warmup-$b-$source.txt" "${serve_pid[$b]}"
+  done
+done
 duration=$duration_saved
 
 echo
 echo "GET /zones/$zone/latest on $(nproc) cores: wrk -t$threads -c$connections -d$duration --latency, $rounds rounds, alternating"
+echo "current:  $arng ($("$arng" --version | head -n 1))"
+[ -z "$baseline" ] || echo "baseline: $baseline ($("$baseline" --version | head -n 1))"
 echo "load average before the rounds: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share these cores)"
-printf '%-6s %-7s %14s %12s %8s %18s\n' round source 'requests/s' 'p99 (ms)' errors 'serve CPU/request'
-: >"$work/cache.dat"
-: >"$work/influx.dat"
+printf '%-6s %-7s %-9s %14s %12s %8s %18s\n' round source build 'requests/s' 'p99 (ms)' errors 'serve CPU/request'
+for b in "${builds[@]}"; do : >"$work/$b-cache.dat"; : >"$work/$b-influx.dat"; done
 for r in $(seq "$rounds"); do
+  order=("${builds[@]}")
+  if [ $((r % 2)) -eq 0 ] && [ "${#builds[@]}" -eq 2 ]; then order=(baseline current); fi
   for source in cache influx; do
-    if [ "$source" = cache ]; then url=$cache_url; else url=$influx_url; fi
-    sleep "$pause"
-    wait_idle 30 "$influxd_pid" "$serve_pid"
-    run_wrk "$url" "$work/wrk-$source-$r.txt"
-    printf '%-6s %-7s %14.0f %12.2f %8s %15s us\n' "$r" "$source" "$rps" "$p99" "$errors" "$cpu_us"
-    echo "$rps $p99 $errors $cpu_us" >>"$work/$source.dat"
+    for b in "${order[@]}"; do
+      sleep "$pause"
+      wait_idle 30 "$influxd_pid" "${serve_pid[@]}"
+      run_wrk "$(url "$b" "$source")" "$work/wrk-$b-$source-$r.txt" "${serve_pid[$b]}"
+      printf '%-6s %-7s %-9s %14.0f %12.2f %8s %15s us\n' "$r" "$source" "$b" "$rps" "$p99" "$errors" "$cpu_us"
+      echo "$rps $p99 $errors $cpu_us" >>"$work/$b-$source.dat"
+    done
   done
 done
 
-cache_rps=$(awk '{ print $1 }' "$work/cache.dat" | median)
-cache_p99=$(awk '{ print $2 }' "$work/cache.dat" | median)
-influx_rps=$(awk '{ print $1 }' "$work/influx.dat" | median)
-influx_p99=$(awk '{ print $2 }' "$work/influx.dat" | median)
-cache_cpu=$(awk '{ print $4 }' "$work/cache.dat" | median)
-influx_cpu=$(awk '{ print $4 }' "$work/influx.dat" | median)
-errors=$(awk '{ n += $3 } END { print n + 0 }' "$work/cache.dat" "$work/influx.dat")
-ratio=$(awk -v a="$cache_rps" -v b="$influx_rps" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "inf" }')
+# col_stat BUILD SOURCE COLUMN [min|max]: the median (or extreme) of one column over the rounds.
+col_stat() {
+  case ${4:-median} in
+    median) awk -v c="$3" '{ print $c }' "$work/$1-$2.dat" | median ;;
+    min) awk -v c="$3" '{ print $c }' "$work/$1-$2.dat" | sort -g | head -n 1 ;;
+    max) awk -v c="$3" '{ print $c }' "$work/$1-$2.dat" | sort -g | tail -n 1 ;;
+  esac
+}
+ratio() { awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { if (b > 0) printf f, a / b; else print "inf" }'; }
+errors=$(cat "$work"/*.dat | awk '{ n += $3 } END { print n + 0 }')
 
 echo
-echo "medians over $rounds rounds:"
-printf '  cache  (in-memory)   %10.0f requests/s   p99 %7.2f ms   serve CPU %7.1f us/request\n' \
-  "$cache_rps" "$cache_p99" "$cache_cpu"
-printf '  influx (Flux query)  %10.0f requests/s   p99 %7.2f ms   serve CPU %7.1f us/request\n' \
-  "$influx_rps" "$influx_p99" "$influx_cpu"
-echo "  ratio cache/influx: ${ratio}x (requests/s); non-2xx or socket errors: $errors"
+echo "medians over $rounds rounds (min-max in brackets):"
+for b in "${builds[@]}"; do
+  for source in cache influx; do
+    if [ "$source" = cache ]; then what='cache  (in-memory) '; else what='influx (Flux query)'; fi
+    printf '  %-9s %s %8.0f requests/s [%.0f-%.0f]   p99 %7.2f ms [%.2f-%.2f]   serve CPU %6.1f us/request [%.1f-%.1f]\n' \
+      "$b" "$what" "$(col_stat "$b" "$source" 1)" "$(col_stat "$b" "$source" 1 min)" "$(col_stat "$b" "$source" 1 max)" \
+      "$(col_stat "$b" "$source" 2)" "$(col_stat "$b" "$source" 2 min)" "$(col_stat "$b" "$source" 2 max)" \
+      "$(col_stat "$b" "$source" 4)" "$(col_stat "$b" "$source" 4 min)" "$(col_stat "$b" "$source" 4 max)"
+  done
+  echo "  $b: ratio cache/influx $(ratio "$(col_stat "$b" cache 1)" "$(col_stat "$b" influx 1)" '%.0f')x (requests/s)"
+done
+if [ -n "$baseline" ]; then
+  echo "ratios current / baseline (medians; requests/s above 1 is better, p99 and CPU below 1 are):"
+  for source in cache influx; do
+    printf '  %-7s requests/s %sx   p99 %sx   serve CPU/request %sx\n' "$source" \
+      "$(ratio "$(col_stat current "$source" 1)" "$(col_stat baseline "$source" 1)" '%.3f')" \
+      "$(ratio "$(col_stat current "$source" 2)" "$(col_stat baseline "$source" 2)" '%.3f')" \
+      "$(ratio "$(col_stat current "$source" 4)" "$(col_stat baseline "$source" 4)" '%.3f')"
+  done
+fi
+echo "non-2xx or socket errors: $errors"
+cache_rps=$(col_stat current cache 1)
+cache_p99=$(col_stat current cache 2)
 if awk -v r="$cache_rps" -v p="$cache_p99" 'BEGIN { exit !(r >= 10000 && p < 10) }'; then
-  echo "  target (>= 10,000 requests/s, p99 < 10 ms, in-memory): met"
+  echo "target (>= 10,000 requests/s, p99 < 10 ms, in-memory, current build): met"
 else
-  echo "  target (>= 10,000 requests/s, p99 < 10 ms, in-memory): NOT met"
+  echo "target (>= 10,000 requests/s, p99 < 10 ms, in-memory, current build): NOT met"
 fi
 [ "$errors" -eq 0 ] || die "$errors requests failed: see the raw wrk output (BENCH_KEEP=1)"
