@@ -1,0 +1,134 @@
+//! What one MQTT message means for the writer: parsed with the domain parsers into a
+//! reading, heartbeat, alert, thresholds document, broker statistic, something to
+//! skip, or a rejection with its reason. Pure: no I/O.
+
+use rumqttc::Publish;
+
+use super::link::Delivery;
+use crate::domain::topic::Topic;
+use crate::domain::{Alert, Heartbeat, Reading, Thresholds};
+
+/// What the link hands to the writer. Every variant carries the message's
+/// [`Delivery`], which the writer gives back once the message is settled (that is
+/// when it is acknowledged, and when the link may read more).
+#[derive(Debug)]
+pub enum Inbound {
+    Reading(Reading, Delivery),
+    Heartbeat(Heartbeat, Delivery),
+    Alert(Alert, Delivery),
+    Thresholds(Thresholds, Delivery),
+    /// Nothing to store (our own status or dead-letter messages, `$SYS` statistics we
+    /// do not keep); settled in order with the rest.
+    Skip(Delivery),
+    /// One broker statistic from `$SYS/broker/...`, received at `at` (QoS 0: nothing
+    /// to acknowledge, but it is accounted for like any message).
+    BrokerStat {
+        field: &'static str,
+        value: f64,
+        at: chrono::DateTime<chrono::Utc>,
+        delivery: Delivery,
+    },
+    Invalid {
+        topic: String,
+        payload: Vec<u8>,
+        reason: &'static str,
+        error: String,
+        delivery: Delivery,
+    },
+}
+
+/// Parses one MQTT message into what the writer must do with it.
+pub fn classify(p: &Publish, delivery: Delivery) -> Inbound {
+    let topic_str = p.topic.as_str();
+    // Broker statistics are not part of the entrepot scheme: kept when useful,
+    // skipped otherwise, never dead-lettered.
+    if topic_str.starts_with("$SYS/") {
+        return match crate::supervision::broker_stat(topic_str, &p.payload) {
+            Some((field, value)) => Inbound::BrokerStat {
+                field,
+                value,
+                at: chrono::Utc::now(),
+                delivery,
+            },
+            None => Inbound::Skip(delivery),
+        };
+    }
+    let invalid = |reason: &'static str, error: String| Inbound::Invalid {
+        topic: topic_str.to_owned(),
+        payload: p.payload.to_vec(),
+        reason,
+        error,
+        delivery,
+    };
+    let parsed = match Topic::parse(topic_str) {
+        Ok(t) => t,
+        Err(e) => return invalid(e.reason(), e.to_string()),
+    };
+    match parsed {
+        Topic::Reading { zone, sensor } => match Reading::parse(&zone, &sensor, &p.payload) {
+            Ok(r) => Inbound::Reading(r, delivery),
+            Err(e) => invalid(e.reason(), e.to_string()),
+        },
+        Topic::Heartbeat { zone } => match Heartbeat::parse(&zone, &p.payload) {
+            Ok(h) => Inbound::Heartbeat(h, delivery),
+            Err(e) => invalid(e.reason(), e.to_string()),
+        },
+        Topic::Alert { zone } => match Alert::parse(&zone, &p.payload) {
+            Ok(a) => Inbound::Alert(a, delivery),
+            Err(e) => invalid("invalid_alert", e.to_string()),
+        },
+        Topic::Thresholds => match Thresholds::from_json(&p.payload) {
+            Ok(t) => Inbound::Thresholds(t, delivery),
+            Err(e) => invalid("invalid_thresholds", e.to_string()),
+        },
+        Topic::Status { .. } | Topic::DeadLetter { .. } => Inbound::Skip(delivery),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::QoS;
+
+    fn publish(topic: &str, payload: &str) -> Publish {
+        Publish::new(topic, QoS::AtLeastOnce, payload)
+    }
+
+    #[test]
+    fn each_topic_kind_is_recognised_and_keeps_its_delivery() {
+        let d = Delivery::for_test(7);
+        let reading = r#"{"version":1,"timestamp":"2026-01-01T00:00:00Z","temp":20,"hum":40,"alert_level":"normal"}"#;
+        assert!(matches!(
+            classify(&publish("entrepot/nord/s1/v1", reading), d),
+            Inbound::Reading(_, x) if x == d
+        ));
+        assert!(matches!(
+            classify(&publish("entrepot/status/ingest", "online"), d),
+            Inbound::Skip(x) if x == d
+        ));
+        assert!(matches!(
+            classify(&publish("$SYS/broker/uptime", "12 seconds"), d),
+            Inbound::Skip(_) | Inbound::BrokerStat { .. }
+        ));
+        match classify(&publish("entrepot/nord/s1/v1", "{"), d) {
+            Inbound::Invalid {
+                reason,
+                payload,
+                delivery,
+                ..
+            } => {
+                assert_eq!(reason, "malformed_json");
+                assert_eq!(payload, b"{");
+                assert_eq!(delivery, d);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(&publish("entrepot/alerts/nord", "{}"), d),
+            Inbound::Invalid {
+                reason: "invalid_alert",
+                ..
+            }
+        ));
+    }
+}
