@@ -36,8 +36,14 @@ pub fn mqtt_client(args: &MqttArgs) -> (AsyncClient, EventLoop) {
     crate::mqtt::client(o, 1000)
 }
 
-/// Drives the API's MQTT connection forever, reconnecting with backoff.
-pub async fn run_mqtt(state: AppState, client: AsyncClient, mut eventloop: EventLoop) {
+/// Drives the API's MQTT connection, reconnecting with backoff. Returns only when the
+/// broker refuses this client for good (a wrong password, an unknown account: see
+/// [`crate::mqtt::refusal_is_permanent`]), with that refusal, for `serve` to stop on.
+pub async fn run_mqtt(
+    state: AppState,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+) -> rumqttc::ConnectionError {
     let mut backoff = Duration::from_millis(100);
     loop {
         match eventloop.poll().await {
@@ -64,6 +70,11 @@ pub async fn run_mqtt(state: AppState, client: AsyncClient, mut eventloop: Event
             Ok(_) => {}
             Err(e) => {
                 state.mqtt_connected.store(false, Ordering::Relaxed);
+                if let rumqttc::ConnectionError::ConnectionRefused(code) = e {
+                    if crate::mqtt::refusal_is_permanent(code) {
+                        return e;
+                    }
+                }
                 let why = crate::mqtt::tls_failure(&e).unwrap_or_else(|| e.to_string());
                 warn!(error = %why, retry_in = ?backoff, "API lost the broker; reconnecting");
                 tokio::time::sleep(backoff).await;

@@ -88,6 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         request_timeout: args.request_timeout,
         lookback: args.lookback,
     };
+    let mqtt = args.mqtt.clone();
     let (client, eventloop) = api::feed::mqtt_client(&args.mqtt);
     let state = AppState::new(
         InfluxClient::new(&args.influx),
@@ -95,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         options,
         Registry::new(),
     );
-    tokio::spawn(api::feed::run_mqtt(state.clone(), client, eventloop));
+    let feed = tokio::spawn(api::feed::run_mqtt(state.clone(), client, eventloop));
     tokio::spawn(api::feed::run_influx_refresh(
         state.clone(),
         args.influx_refresh,
@@ -103,9 +104,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     ));
     tokio::spawn(api::supervise::run(state.clone(), api::supervise::INTERVAL));
     info!(%addr, broker = %args.mqtt.url, influx = %args.influx.url, "API on http://{addr} (docs: /docs)");
-    api::serve(listener, state, super::shutdown_signal())
-        .await
-        .context("API server failed")?;
+    // A broker that refuses the login for good ends serve with the reason (exit 1),
+    // rather than an API that stays up without its live feed.
+    tokio::select! {
+        served = api::serve(listener, state, super::shutdown_signal()) => {
+            served.context("API server failed")?;
+        }
+        refused = feed => {
+            let e = refused.context("the MQTT task failed")?;
+            return Err(match crate::mqtt::permanent_failure(&mqtt, &e) {
+                Some(refusal) => refusal.into(),
+                None => anyhow::Error::from(e),
+            });
+        }
+    }
     info!("API stopped");
     Ok(ExitCode::SUCCESS)
 }
