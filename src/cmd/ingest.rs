@@ -69,7 +69,7 @@ pub struct Args {
     /// Most messages held in memory, received but not yet written and acknowledged.
     /// When reached, ingest stops reading from the broker until the writer catches up,
     /// so memory stays bounded whatever the backlog (docs/ingest.md#flow-control).
-    #[arg(long, env = "ARNG_MAX_UNACKED", default_value_t = 20_000,
+    #[arg(long, env = "ARNG_MAX_UNACKED", default_value_t = 40_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "MESSAGES")]
     pub max_unacked: u32,
 

@@ -4,7 +4,7 @@
 
 use rumqttc::Publish;
 
-use super::link::Delivery;
+use super::outbox::Delivery;
 use crate::domain::topic::Topic;
 use crate::domain::{Alert, Heartbeat, Reading, Thresholds};
 

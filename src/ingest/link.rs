@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::classify::{classify, Inbound};
+use super::outbox::{self, Delivery, Outbox, ToLink};
 use super::{IngestConfig, IngestError, IngestMetrics};
 use crate::domain::topic::{self, Topic};
 
@@ -42,106 +43,17 @@ use crate::domain::topic::{self, Topic};
 /// maximum-size (16 KiB) messages stops the reading at about 1,000 of them.
 pub const MAX_HELD_BYTES: usize = 16 << 20;
 
+/// Most of our own publishes (alerts, dead letters) waiting for room in the client's
+/// in-flight window. Beyond it new ones are dropped with a warning: the broker is not
+/// taking them, and the alerts are in InfluxDB anyway.
+const MAX_QUEUED_PUBLISHES: usize = 10_000;
+
 /// How long the link waits for the broker to take the last acknowledgements and the
 /// DISCONNECT at shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-/// One message handed to the writer: which connection it came on, the packet id to
-/// acknowledge (0: QoS 0, nothing to acknowledge) and its payload size, for the
-/// link's memory accounting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    conn: u32,
-    pkid: u16,
-    bytes: u32,
-}
-
-impl Delivery {
-    /// A delivery with nothing to acknowledge and no connection: for tests and for
-    /// points the writer makes up itself.
-    pub fn none() -> Delivery {
-        Delivery {
-            conn: 0,
-            pkid: 0,
-            bytes: 0,
-        }
-    }
-}
-
-/// What the writer sends back to the link.
-#[derive(Debug)]
-pub(crate) enum ToLink {
-    /// Settled messages, in arrival order: acknowledge those of the current connection.
-    Release(Vec<Delivery>),
-    Publish(Publish),
-}
-
-/// The writer's handle on the link: never blocks (the link bounds what is in flight
-/// by not reading, see the module docs).
-#[derive(Debug, Clone)]
-pub struct Outbox(mpsc::UnboundedSender<ToLink>);
-
-/// The link has stopped (shutdown): nothing more can be sent.
-#[derive(Debug, thiserror::Error)]
-#[error("the broker link has stopped")]
-pub struct LinkClosed;
-
-impl Outbox {
-    /// Settles messages, in the order they were received.
-    pub fn release(&self, deliveries: Vec<Delivery>) {
-        if !deliveries.is_empty() {
-            // A closed link has nothing left to acknowledge on.
-            let _ = self.0.send(ToLink::Release(deliveries));
-        }
-    }
-
-    /// Publishes a message (sent as soon as the broker's window for this client's own
-    /// QoS 1 publishes has room; a reconnect resends it).
-    pub fn publish(
-        &self,
-        topic: impl Into<String>,
-        qos: QoS,
-        retain: bool,
-        payload: impl Into<Vec<u8>>,
-    ) -> Result<(), LinkClosed> {
-        let mut p = Publish::new(topic, qos, payload);
-        p.retain = retain;
-        self.0.send(ToLink::Publish(p)).map_err(|_| LinkClosed)
-    }
-
-    /// An outbox whose messages are read by the returned receiver, for unit tests of
-    /// the writer.
-    #[cfg(test)]
-    pub(crate) fn detached() -> (Outbox, mpsc::UnboundedReceiver<ToLink>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Outbox(tx), rx)
-    }
-}
-
-#[cfg(test)]
-impl ToLink {
-    /// The packet ids a release acknowledges (None for a publish).
-    pub(crate) fn released_pkids(&self) -> Option<Vec<u16>> {
-        match self {
-            ToLink::Release(d) => Some(d.iter().map(|d| d.pkid).collect()),
-            ToLink::Publish(_) => None,
-        }
-    }
-}
-
-#[cfg(test)]
-impl Delivery {
-    pub(crate) fn for_test(pkid: u16) -> Delivery {
-        Delivery {
-            conn: 1,
-            pkid,
-            bytes: 100,
-        }
-    }
-}
 
 /// The broker connection of one ingest process.
 pub struct Link {
@@ -171,6 +83,7 @@ pub struct Link {
     to_writer: Option<mpsc::UnboundedSender<Inbound>>,
     from_writer: mpsc::UnboundedReceiver<ToLink>,
     paused_logged: bool,
+    publishes_dropped: u64,
 }
 
 /// The writer's ends of the channels to its link.
@@ -205,7 +118,7 @@ impl Link {
             true,
         ));
         let (to_writer, inbound) = mpsc::unbounded_channel();
-        let (outbox, from_writer) = mpsc::unbounded_channel();
+        let (outbox, from_writer) = outbox::channel();
         let link = Link {
             eventloop: crate::mqtt::event_loop(options),
             cfg: cfg.clone(),
@@ -225,24 +138,18 @@ impl Link {
             to_writer: Some(to_writer),
             from_writer,
             paused_logged: false,
+            publishes_dropped: 0,
         };
-        (
-            link,
-            Wiring {
-                outbox: Outbox(outbox),
-                inbound,
-            },
-        )
+        (link, Wiring { outbox, inbound })
     }
 
-    /// Whether the socket must not be read now: the writer holds as much as allowed
-    /// (our own queued publishes count too, so a flood of alerts cannot grow without
-    /// bound either), or shutdown has begun (what arrives now would not be stored and
-    /// stays with the broker).
+    /// Whether the socket must not be read now: the writer holds as much as allowed,
+    /// or shutdown has begun (what arrives now would not be stored and stays with the
+    /// broker). Only what the writer holds counts: it settles without the link's help,
+    /// so reading always resumes (counting our queued publishes would deadlock, as
+    /// their window only opens when the broker's PUBACKs are read).
     fn reading_paused(&self) -> bool {
-        self.to_writer.is_none()
-            || self.held + self.publishes.len() >= self.max_held
-            || self.held_bytes >= MAX_HELD_BYTES
+        self.to_writer.is_none() || self.held >= self.max_held || self.held_bytes >= MAX_HELD_BYTES
     }
 
     /// Runs until the writer has finished after `shutdown`: connects, reconnects with
@@ -467,11 +374,7 @@ impl Link {
             return;
         };
         let bytes = p.payload.len();
-        let delivery = Delivery {
-            conn: self.conn,
-            pkid: if p.qos == QoS::AtMostOnce { 0 } else { p.pkid },
-            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
-        };
+        let delivery = Delivery::new(self.conn, &p);
         // Everything goes through the writer, even messages with nothing to store, so
         // acknowledgements leave in the order of arrival.
         if tx.send(classify(&p, delivery)).is_ok() {
@@ -488,13 +391,23 @@ impl Link {
                 let live = self.eventloop.network.is_some();
                 for d in deliveries {
                     self.held = self.held.saturating_sub(1);
-                    self.held_bytes = self.held_bytes.saturating_sub(d.bytes as usize);
-                    if d.pkid != 0 && d.conn == self.conn && live {
-                        self.acks.push_back(d.pkid);
+                    self.held_bytes = self.held_bytes.saturating_sub(d.bytes());
+                    if let (Some(pkid), true) = (d.ack_on(self.conn), live) {
+                        self.acks.push_back(pkid);
                     }
                 }
             }
-            ToLink::Publish(p) => self.publishes.push_back(p),
+            ToLink::Publish(p) => {
+                if self.publishes.len() < MAX_QUEUED_PUBLISHES {
+                    self.publishes.push_back(p);
+                } else {
+                    self.publishes_dropped += 1;
+                    if self.publishes_dropped % 1000 == 1 {
+                        warn!(topic = %p.topic, dropped = self.publishes_dropped,
+                              "the broker is not taking our publishes; dropped (alerts are still written to InfluxDB)");
+                    }
+                }
+            }
         }
     }
 
@@ -566,7 +479,7 @@ impl Link {
         let mut unacked = 0usize;
         while let Ok(m) = self.from_writer.try_recv() {
             if let ToLink::Release(d) = &m {
-                unacked += d.iter().filter(|d| d.pkid != 0).count();
+                unacked += d.iter().filter(|d| d.acknowledges()).count();
             }
             self.on_from_writer(m);
         }

@@ -10,6 +10,8 @@
 //!   in order ([`pipeline`]); [`storage`] gets each batch into InfluxDB (retries,
 //!   splitting, dead letters) or into the fsynced disk [`spool`]; [`rule_state`] keeps
 //!   the alerts raised across restarts.
+//! - [`outbox`]: what passes between them (each message's delivery, given back when
+//!   settled; the writer's alert publishes).
 //! - [`metrics`]: the Prometheus metrics of both.
 //!
 //! A message is acknowledged only once every point it produced is in InfluxDB or on
@@ -19,6 +21,7 @@
 pub mod classify;
 pub mod link;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod rule_state;
 pub mod spool;

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::classify::Inbound;
-use super::link::{Delivery, Outbox};
+use super::outbox::{Delivery, Outbox};
 use super::pipeline::Pipeline;
 use super::rule_state::{RuleSnapshot, RuleState};
 use super::storage::{DrainOutcome, Health, LineSink, Storage, Stored};

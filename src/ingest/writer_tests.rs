@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::{InfluxArgs, MqttArgs};
 use crate::domain::{AlertLevel, Reading, SensorId, Zone};
-use crate::ingest::link::{Outbox, ToLink};
+use crate::ingest::outbox::{Outbox, ToLink};
 use crate::ingest::spool::Spool;
 use crate::ingest::storage::tests::{fast_policy, metrics, Answer, ScriptedSink};
 use crate::ingest::storage::RetryPolicy;
