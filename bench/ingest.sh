@@ -10,7 +10,8 @@
 # Prints one line per round and the medians.
 #
 # Usage: bench/ingest.sh [ROUNDS] ; environment: RATE (20000), DURATION (20s),
-# SENSORS_PER_ZONE (500), ZONES_PER_ROUND (4), BATCH (5000). Servers and helpers: bench/lib.sh.
+# SENSORS_PER_ZONE (500), ZONES_PER_ROUND (4), BATCH (5000), ARNG_ARGS (more options
+# for arng ingest, to try other settings). Servers and helpers: bench/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -19,6 +20,7 @@ DURATION=${DURATION:-20s}
 SENSORS=${SENSORS_PER_ZONE:-500}
 NZONES=${ZONES_PER_ROUND:-4}
 BATCH=${BATCH:-5000}
+read -r -a arng_args <<<"${ARNG_ARGS:-}"
 
 bench_name=bench-ingest
 . bench/lib.sh
@@ -36,7 +38,7 @@ iport=${influx##*:}
 export ARNG_MQTT_URL="mqtt://127.0.0.1:$mport" INFLUX_URL="http://127.0.0.1:$iport" INFLUX_TOKEN=dev-token
 metrics_port=$(free_port)
 ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$(pw ingest) RUST_LOG=arng=warn \
-  "$arng" ingest --metrics-port "$metrics_port" --spool-dir "$work/spool" --batch-size "$BATCH" >"$work/ingest.log" 2>&1 & ingest_pid=$!
+  "$arng" ingest --metrics-port "$metrics_port" --spool-dir "$work/spool" --batch-size "$BATCH" "${arng_args[@]}" >"$work/ingest.log" 2>&1 & ingest_pid=$!
 pids+=($ingest_pid)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$metrics_port/metrics" >/dev/null && break; sleep 0.1; done
 
