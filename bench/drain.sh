@@ -34,7 +34,7 @@
 #
 # Environment (defaults in brackets): N [2000000] readings per round (a multiple of
 # 2000), POLL [0.5] seconds, STALL [60] seconds without progress before a round gives
-# up, IDLE_MAX [120], TELEGRAF_FLUSH [200ms], TELEGRAF_UNDELIVERED [10000], BATCH [5000]
+# up, IDLE_MAX [120], TELEGRAF_FLUSH [100ms], TELEGRAF_UNDELIVERED [10000], BATCH [5000]
 # (Telegraf's metric_batch_size; arng runs with its defaults), ARNG_ARGS (extra
 # options for arng ingest, to try other settings), TOOLS ["arng telegraf floor"] (what
 # each round runs, in order), ARNG_INFLUXD, ARNG_TELEGRAF, BENCH_KEEP=1 (keep the temp
@@ -183,7 +183,7 @@ command -v bc >/dev/null 2>&1 || apt_install bc
 echo "drain of a persistent session's backlog, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo "  $("$arng" --version), $("$telegraf" --version), $(mosquitto -h 2>/dev/null | head -n 1), influxd $("$influxd_bin" version 2>/dev/null | awk '{ print $2 }')"
 echo "  backlog: $N readings per round ($ZONES zones x $SENSORS sensors x $PER_SENSOR), QoS 1, queued while the tool is down"
-echo "  arng ingest ${ARNG_ARGS:-(default settings)}; telegraf --config bench/telegraf.conf (metric_batch_size $BATCH, flush_interval ${TELEGRAF_FLUSH:-200ms}, max_undelivered_messages ${TELEGRAF_UNDELIVERED:-10000})"
+echo "  arng ingest ${ARNG_ARGS:-(default settings)}; telegraf --config bench/telegraf.conf (metric_batch_size $BATCH, flush_interval ${TELEGRAF_FLUSH:-100ms}, max_undelivered_messages ${TELEGRAF_UNDELIVERED:-10000})"
 echo "  broker: mosquitto-conf/mosquitto.conf with ${mosquitto_settings[*]}"
 echo "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg); uptime: $(uptime)"
 echo

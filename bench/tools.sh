@@ -30,7 +30,7 @@ tools_setup() {
   telegraf_conf=$work/telegraf.conf
   sed -e "s|@MQTT_PORT@|$mqtt_port|g" -e "s|@MQTT_PASSWORD@|$ingest_pw|g" \
     -e "s|@INFLUX_URL@|$influx|g" -e "s|@BATCH@|${BATCH:-5000}|g" \
-    -e "s|@FLUSH_INTERVAL@|${TELEGRAF_FLUSH:-200ms}|g" -e "s|@MAX_UNDELIVERED@|${TELEGRAF_UNDELIVERED:-10000}|g" \
+    -e "s|@FLUSH_INTERVAL@|${TELEGRAF_FLUSH:-100ms}|g" -e "s|@MAX_UNDELIVERED@|${TELEGRAF_UNDELIVERED:-10000}|g" \
     bench/telegraf.conf >"$telegraf_conf"
   ! grep -n '@[A-Z_]*@' "$telegraf_conf" || die "unfilled placeholder in bench/telegraf.conf"
   export INFLUX_URL=$influx INFLUX_ORG=ares INFLUX_BUCKET=entrepot INFLUX_TOKEN=dev-token

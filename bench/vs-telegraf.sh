@@ -46,7 +46,7 @@
 #   SENSORS_PER_ZONE [500]  ZONES_PER_ROUND [4]   BATCH [5000] points per write (both)
 #   POLL [0.2] seconds between sample counts  CATCHUP [120] STALL [30] seconds (step 5)
 #   IDLE_MAX [60] longest wait for idle servers before a round
-#   TELEGRAF_FLUSH [200ms] Telegraf's flush_interval (200ms: arng's --batch-timeout)
+#   TELEGRAF_FLUSH [100ms] Telegraf's flush_interval (100ms: arng's --batch-timeout)
 #   TELEGRAF_UNDELIVERED [10000] Telegraf's max_undelivered_messages
 #   BROKER_SETTINGS  "option value;option value" changed in the broker's rendered copy
 #                 (to try another in-flight window, e.g. "max_inflight_messages 1000")
@@ -66,7 +66,7 @@ POLL=${POLL:-0.2}
 CATCHUP=${CATCHUP:-120}
 STALL=${STALL:-30}
 IDLE_MAX=${IDLE_MAX:-60}
-TELEGRAF_FLUSH=${TELEGRAF_FLUSH:-200ms}
+TELEGRAF_FLUSH=${TELEGRAF_FLUSH:-100ms}
 TELEGRAF_UNDELIVERED=${TELEGRAF_UNDELIVERED:-10000}
 
 bench_name=vs-telegraf

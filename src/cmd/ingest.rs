@@ -80,7 +80,7 @@ pub struct Args {
     pub writes_in_flight: u32,
 
     /// Longest time a reading waits in a partly filled batch.
-    #[arg(long, env = "ARNG_BATCH_TIMEOUT", default_value = "200ms", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_BATCH_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub batch_timeout: Duration,
 
     /// Where batches wait on disk while InfluxDB is unavailable

@@ -37,6 +37,25 @@ pub enum Inbound {
     },
 }
 
+impl Inbound {
+    /// The message's delivery.
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            Inbound::Reading(_, d)
+            | Inbound::Heartbeat(_, d)
+            | Inbound::Alert(_, d)
+            | Inbound::Thresholds(_, d)
+            | Inbound::Skip(d) => *d,
+            Inbound::BrokerStat { delivery, .. } | Inbound::Invalid { delivery, .. } => *delivery,
+        }
+    }
+
+    /// Its payload size (the link's memory accounting).
+    pub fn bytes(&self) -> usize {
+        self.delivery().bytes()
+    }
+}
+
 /// Parses one MQTT message into what the writer must do with it.
 pub fn classify(p: &Publish, delivery: Delivery) -> Inbound {
     let topic_str = p.topic.as_str();

@@ -55,6 +55,11 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// Reads (of up to 10 packets each, rumqttc's unit) taken in one turn while the
+/// socket has data ready: fewer, larger hand-overs to the writer. The reading bound
+/// may be exceeded by at most this many times 10 messages.
+const READS_PER_TURN: usize = 20;
+
 /// The broker connection of one ingest process.
 pub struct Link {
     eventloop: EventLoop,
@@ -80,7 +85,10 @@ pub struct Link {
     subscribed: bool,
     published_file_thresholds: bool,
     /// None once shutdown has begun: the writer then drains what it has and ends.
-    to_writer: Option<mpsc::UnboundedSender<Inbound>>,
+    to_writer: Option<mpsc::UnboundedSender<Vec<Inbound>>>,
+    /// Messages of the current turn, handed to the writer in one send (one wake-up of
+    /// the writer's task per turn instead of one per message).
+    handing: Vec<Inbound>,
     from_writer: mpsc::UnboundedReceiver<ToLink>,
     paused_logged: bool,
     publishes_dropped: u64,
@@ -89,7 +97,7 @@ pub struct Link {
 /// The writer's ends of the channels to its link.
 pub struct Wiring {
     pub outbox: Outbox,
-    pub inbound: mpsc::UnboundedReceiver<Inbound>,
+    pub inbound: mpsc::UnboundedReceiver<Vec<Inbound>>,
 }
 
 /// What woke a connected link up.
@@ -136,6 +144,7 @@ impl Link {
             subscribed: false,
             published_file_thresholds: false,
             to_writer: Some(to_writer),
+            handing: Vec::new(),
             from_writer,
             paused_logged: false,
             publishes_dropped: 0,
@@ -183,7 +192,7 @@ impl Link {
                         Err(e) => {
                             if let Some(refused) = crate::mqtt::permanent_failure(&self.cfg.mqtt, &e) {
                                 writer.abort();
-                                return Err(IngestError::Broker(refused));
+                                return Err(IngestError::Broker(Box::new(refused)));
                             }
                             self.connection_lost(&e, backoff);
                             next_attempt = Instant::now() + super::writer::jitter(backoff);
@@ -279,6 +288,20 @@ impl Link {
             }
             Wake::Read(read) => {
                 read?;
+                // More while the socket has data ready and the writer has room.
+                for _ in 1..READS_PER_TURN {
+                    let Some(network) = self.eventloop.network.as_mut() else {
+                        break;
+                    };
+                    let pending = self.eventloop.state.events.len();
+                    if self.held + pending >= self.max_held {
+                        break;
+                    }
+                    match poll_once(network.readb(&mut self.eventloop.state)) {
+                        Some(read) => read?,
+                        None => break,
+                    }
+                }
                 self.take_events();
             }
         }
@@ -340,7 +363,7 @@ impl Link {
         }
     }
 
-    /// Hands what the last read brought to the writer.
+    /// Hands what the last reads brought to the writer.
     fn take_events(&mut self) {
         while let Some(event) = self.eventloop.state.events.pop_front() {
             match event {
@@ -365,24 +388,30 @@ impl Link {
                 _ => {}
             }
         }
+        if self.handing.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.handing);
+        let (n, bytes) = (batch.len(), batch.iter().map(Inbound::bytes).sum::<usize>());
+        match &self.to_writer {
+            Some(tx) if tx.send(batch).is_ok() => {
+                self.held += n;
+                self.held_bytes += bytes;
+            }
+            _ => warn!(n, "writer stopped; messages left unacknowledged"),
+        }
     }
 
     fn on_publish(&mut self, p: Publish) {
         self.metrics.received.inc();
-        let Some(tx) = &self.to_writer else {
+        if self.to_writer.is_none() {
             // Shutting down: left unacknowledged, the broker redelivers it.
             return;
-        };
-        let bytes = p.payload.len();
-        let delivery = Delivery::new(self.conn, &p);
+        }
         // Everything goes through the writer, even messages with nothing to store, so
         // acknowledgements leave in the order of arrival.
-        if tx.send(classify(&p, delivery)).is_ok() {
-            self.held += 1;
-            self.held_bytes += bytes;
-        } else {
-            warn!("writer stopped; message left unacknowledged");
-        }
+        self.handing
+            .push(classify(&p, Delivery::new(self.conn, &p)));
     }
 
     fn on_from_writer(&mut self, m: ToLink) {
@@ -504,5 +533,16 @@ impl Link {
                 Err(IngestError::Writer(e.to_string()))
             }
         }
+    }
+}
+
+/// The output of `f` if it is ready at once (nothing is waited for; a pending `f` is
+/// dropped: rumqttc's `readb` is cancel-safe until its first packet is read).
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }

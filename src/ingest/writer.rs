@@ -139,7 +139,7 @@ impl<S: LineSink> Writer<S> {
     /// and settles everything.
     pub async fn run(
         mut self,
-        mut rx: mpsc::UnboundedReceiver<Inbound>,
+        mut rx: mpsc::UnboundedReceiver<Vec<Inbound>>,
     ) -> Result<(), IngestError> {
         self.update_alert_gauges();
         let mut tick = tokio::time::interval(self.tick);
@@ -148,13 +148,15 @@ impl<S: LineSink> Writer<S> {
             let deadline = self.batch.opened.map(|t| t + self.batch_timeout);
             let drain_at = (!self.storage.spool().is_empty()).then(|| self.storage.next_drain());
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(m) => {
-                        self.accept(m);
-                        if self.batch.points >= self.batch_size
-                            || self.batch.deliveries.len() >= self.ack_window
-                        {
-                            self.flush().await;
+                msgs = rx.recv() => match msgs {
+                    Some(msgs) => {
+                        for m in msgs {
+                            self.accept(m);
+                            if self.batch.points >= self.batch_size
+                                || self.batch.deliveries.len() >= self.ack_window
+                            {
+                                self.flush().await;
+                            }
                         }
                     }
                     None => break,

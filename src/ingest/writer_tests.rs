@@ -41,7 +41,7 @@ fn config(batch_size: usize) -> IngestConfig {
 }
 
 struct Harness {
-    tx: mpsc::UnboundedSender<Inbound>,
+    tx: mpsc::UnboundedSender<Vec<Inbound>>,
     from_writer: mpsc::UnboundedReceiver<ToLink>,
     task: tokio::task::JoinHandle<Result<(), IngestError>>,
     metrics: IngestMetrics,
@@ -89,7 +89,7 @@ impl Harness {
         for pkid in pkids {
             let r = reading(&format!("s{pkid}"), u64::from(pkid), 20.0);
             self.tx
-                .send(Inbound::Reading(r, Delivery::for_test(pkid)))
+                .send(vec![Inbound::Reading(r, Delivery::for_test(pkid))])
                 .unwrap();
         }
     }
@@ -163,7 +163,7 @@ async fn a_message_with_nothing_to_store_does_not_make_influxdb_healthy() {
     )
     .unwrap();
     assert_eq!(alert.source, AlertSource::Ingest);
-    h.tx.send(Inbound::Alert(alert, Delivery::for_test(9)))
+    h.tx.send(vec![Inbound::Alert(alert, Delivery::for_test(9))])
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.metrics.influx_healthy.get(), 0.0);
@@ -179,13 +179,13 @@ async fn an_invalid_message_is_dead_lettered_and_released_in_its_turn() {
     let sink = ScriptedSink::new(&[Answer::Accept]);
     let h = start(&sink, 100, fast_policy());
     h.send_readings(1..3);
-    h.tx.send(Inbound::Invalid {
+    h.tx.send(vec![Inbound::Invalid {
         topic: "entrepot/nord/s1/v1".into(),
         payload: b"{".to_vec(),
         reason: "malformed_json",
         error: "EOF".into(),
         delivery: Delivery::for_test(3),
-    })
+    }])
     .unwrap();
     h.send_readings(4..5);
     let m = h.metrics.clone();
@@ -213,10 +213,10 @@ async fn alerts_are_published_and_stored_with_the_reading_that_raised_them() {
     // Default thresholds, debounce 3: three readings above 30 °C raise warning and
     // critical at the third.
     for pkid in 1..4 {
-        h.tx.send(Inbound::Reading(
+        h.tx.send(vec![Inbound::Reading(
             reading("hot", u64::from(pkid), 35.0),
             Delivery::for_test(pkid),
-        ))
+        )])
         .unwrap();
     }
     let (released, publishes) = h.finish().await;
