@@ -14,7 +14,8 @@
 //! - [`sim`]: the simulated sensors' signal model (climate, daily cycle, drift, noise,
 //!   faults, heatwave scenario), pure and seeded; `arng simulate` publishes it.
 //! - [`stats`]: latency percentiles, loss/duplicate/reordering accounting; pure.
-//! - [`ingest`]: the MQTT → rules → InfluxDB middleware (tasks, batching, spool).
+//! - [`ingest`]: the MQTT → rules → InfluxDB middleware (broker link with back-pressure,
+//!   batching, storage, spool, alert state).
 //! - [`supervision`]: the probe convention, broker `$SYS` statistics and the three key
 //!   indicators with their thresholds; pure.
 //! - [`api`]: the REST API and live dashboard of `arng serve` (axum).
