@@ -14,6 +14,10 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-trixie AS builder
+# The commit `arng --version` names: the context leaves .git/ out, so build.rs reads it
+# from here (docker build --build-arg ARNG_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .);
+# without it, "unknown".
+ARG ARNG_GIT_COMMIT=unknown
 WORKDIR /src
 COPY . .
 # BuildKit caches (registry and target dir) make a rebuild after a source change take

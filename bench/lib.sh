@@ -5,7 +5,7 @@
 # What it provides:
 #   log, die                     messages on stderr, prefixed with $bench_name
 #   bench_tools                  mosquitto, mosquitto_passwd/_sub, curl, python3
-#                                (apt-get installs what is missing)
+#                                (apt-get installs what is missing, scripts/lib/provision.sh)
 #   bench_influxd                sets $influxd_bin: $ARNG_INFLUXD or scripts/build-influxd.sh
 #   bench_arng                   release build; sets $arng
 #   bench_workdir PREFIX         temp dir $work, removed at exit (kept with BENCH_KEEP=1),
@@ -27,32 +27,19 @@ bench_name=${bench_name:-bench}
 log() { printf '%s: %s\n' "$bench_name" "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-export PATH="$PATH:/usr/sbin"
-
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || die "cannot install $* (no apt-get): install it by hand"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  log "installing $*"
-  timeout 600 $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive timeout 600 $sudo apt-get install -y -qq "$@" >/dev/null \
-    || die "apt-get install $* failed"
-}
+# apt_install, provision_mosquitto, provision_influxd: the same provisioning as
+# scripts/test.sh and scripts/services.sh.
+. scripts/lib/provision.sh
 
 bench_tools() {
-  command -v mosquitto >/dev/null 2>&1 && command -v mosquitto_passwd >/dev/null 2>&1 \
-    || apt_install mosquitto
-  command -v mosquitto_sub >/dev/null 2>&1 || apt_install mosquitto-clients
+  provision_mosquitto
   command -v curl >/dev/null 2>&1 || apt_install curl
   command -v python3 >/dev/null 2>&1 || apt_install python3
 }
 
 bench_influxd() {
-  influxd_bin=${ARNG_INFLUXD:-}
-  if [ -z "$influxd_bin" ]; then
-    influxd_bin=$(scripts/build-influxd.sh) || die "could not build influxd (see above)"
-  fi
-  [ -x "$influxd_bin" ] || die "influxd binary $influxd_bin is not executable"
+  provision_influxd
+  influxd_bin=$ARNG_INFLUXD
 }
 
 bench_arng() {
@@ -114,7 +101,7 @@ wait_until() {
   done
 }
 
-account() { grep "^$1:" mosquitto-conf/dev-accounts | head -n1 | cut -d: -f2-; }
+account() { dev_password "$1"; }
 
 mosquitto_settings=()
 start_mosquitto() {

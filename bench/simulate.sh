@@ -14,7 +14,10 @@
 # Each measurement is repeated RUNS times; loops are bounded in time.
 #
 # Environment: RUNS (default 3), FLEET_SECS (20), MAX_SECS (10),
-# CONF (broker config, default mosquitto-conf/mosquitto.conf; try qos0.conf).
+# CONF (broker config, default mosquitto-conf/mosquitto.conf; try qos0.conf),
+# BASELINE (another arng binary, e.g. a release build of an older commit: every
+# measurement is then also made with it, alternating, and the table adds its rows
+# and the ratio of readings/s, this tree / baseline).
 # Needs mosquitto, mosquitto_sub, python3 (to read the JSON summaries) and cargo.
 # The numbers depend on the machine and on what else runs on it: report medians
 # with the date and the machine (docs/simulate.md, "Performance").
@@ -51,6 +54,10 @@ echo "==> building arng (release)"
 cargo build --release --locked -q
 # A private copy: a rebuild in the work tree during the benchmark must not change it.
 cp target/release/arng "$dir/arng"
+if [ -n "${BASELINE:-}" ]; then
+  [ -x "$BASELINE" ] || die "BASELINE=$BASELINE is not an executable"
+  cp "$BASELINE" "$dir/arng-base"
+fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 echo "==> starting mosquitto ($CONF) on 127.0.0.1:$port"
@@ -65,10 +72,20 @@ grep -q "running" "$dir/broker/mosquitto.log" || { cat "$dir/broker/out" "$dir/b
 grep -E "^(max_inflight_messages|max_queued_messages|max_queued_bytes|max_packet_size|queue_qos0_messages)" \
   "$dir/broker/mosquitto.conf" | sed 's/^/    broker: /'
 
-# run NAME SUB_QOS ARNG_ARGS... : one measurement; appends a JSON line to $dir/NAME.
+# run NAME SUB_QOS ARNG_ARGS... : one measurement with this tree's arng, and one
+# with BASELINE's (as NAME-base) when it is set; appends a JSON line to $dir/NAME.
 run() {
-  local name=$1 sub_qos=$2
-  shift 2
+  measure "$dir/arng" "$@"
+  if [ -n "${BASELINE:-}" ]; then
+    local name=$1
+    shift
+    measure "$dir/arng-base" "$name-base" "$@"
+  fi
+}
+
+measure() {
+  local bin=$1 name=$2 sub_qos=$3
+  shift 3
   : >"$dir/sub.out"
   mosquitto_sub -h 127.0.0.1 -p "$port" -u operator -P "$OP_PASS" -q "$sub_qos" \
     -t 'entrepot/+/+/v1' -F '%t' >"$dir/sub.out" 2>/dev/null &
@@ -76,7 +93,7 @@ run() {
   sleep 0.5
   local cpu_file="$dir/cpu"
   /usr/bin/env time -f "%U %S %e" -o "$cpu_file" \
-    "$dir/arng" -q simulate --mqtt-url "mqtt://127.0.0.1:$port" \
+    "$bin" -q simulate --mqtt-url "mqtt://127.0.0.1:$port" \
     --mqtt-username simulator --mqtt-password "$SIM_PASS" --json "$@" >"$dir/summary.json" \
     || die "arng simulate $* failed"
   # Wait until the subscriber's count stops growing (at most 15 s), then stop it.
@@ -127,12 +144,20 @@ echo "==> medians of $RUNS runs ($(date -u +%Y-%m-%d), $(nproc) cores, $(mosquit
 python3 - "$dir" fleet max-q0-c1 max-q0-c2 rate60k max-q1 <<'EOF'
 import json, statistics, sys, os
 d = sys.argv[1]
-print(f"{'scenario':<11} {'published':>10} {'delivered':>10} {'duration s':>10} {'readings/s':>10} {'slip ms':>8} {'unacked':>7} {'arng cpu %':>10}")
-for name in sys.argv[2:]:
-    rows = [json.loads(l) for l in open(os.path.join(d, name))]
-    med = lambda k: statistics.median(r[k] for r in rows)
-    lost = sum(r["readings"] - r["delivered"] for r in rows)
-    print(f"{name:<11} {med('readings'):>10.0f} {med('delivered'):>10.0f} {med('duration_s'):>10.2f} "
-          f"{med('rate'):>10.0f} {med('slip_ms'):>8.0f} {med('unacked'):>7.0f} {med('cpu_pct'):>10.0f}"
-          + ("" if lost == 0 else f"   ({lost} not delivered over {len(rows)} runs)"))
+print(f"{'scenario':<16} {'published':>10} {'delivered':>10} {'duration s':>10} {'readings/s':>10} {'slip ms':>8} {'unacked':>7} {'arng cpu %':>10}")
+medians = {}
+for scenario in sys.argv[2:]:
+    for name in (scenario, scenario + "-base"):
+        path = os.path.join(d, name)
+        if not os.path.exists(path):
+            continue
+        rows = [json.loads(l) for l in open(path)]
+        med = lambda k: statistics.median(r[k] for r in rows)
+        medians[name] = med("rate")
+        lost = sum(r["readings"] - r["delivered"] for r in rows)
+        print(f"{name:<16} {med('readings'):>10.0f} {med('delivered'):>10.0f} {med('duration_s'):>10.2f} "
+              f"{med('rate'):>10.0f} {med('slip_ms'):>8.0f} {med('unacked'):>7.0f} {med('cpu_pct'):>10.0f}"
+              + ("" if lost == 0 else f"   ({lost} not delivered over {len(rows)} runs)"))
+    if scenario + "-base" in medians:
+        print(f"{'':<16} readings/s ratio, this tree / baseline: {medians[scenario] / medians[scenario + '-base']:.2f}")
 EOF

@@ -412,10 +412,11 @@ done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ----- end checks --------------------------------------------------------------------------
-# check-e2e right away, while the last heartbeats (every 30 s) are still fresh.
+# check-e2e right away, while the last heartbeats (every 30 s) are still fresh. The
+# probes go to the first zone; every simulated zone's heartbeat is checked.
 set +e
 ARNG_MQTT_USERNAME=operator ARNG_MQTT_PASSWORD=$(pw operator) \
-  "$arng" check-e2e --zone "${zone_list[0]}" --json >"$work/check-e2e.json" 2>"$work/check-e2e.log"
+  "$arng" check-e2e --zone "$zones" --json >"$work/check-e2e.json" 2>"$work/check-e2e.log"
 e2e_rc=$?
 set -e
 event check_e2e "exit code $e2e_rc"

@@ -20,7 +20,11 @@
 #       password_file                   -> DIR/passwd
 #       acl_file                        -> DIR/acl
 #       cafile, capath, certfile,
-#       keyfile, crlfile                -> CERT_DIR/<file name>
+#       keyfile, crlfile, bridge_cafile,
+#       bridge_capath, bridge_certfile,
+#       bridge_keyfile                  -> CERT_DIR/<file name>
+#       address, addresses (a bridge)   -> $ARNG_BRIDGE_ADDRESS (HOST:PORT), which
+#                                          must then be set (bridge.conf)
 #       log_dest (all of them)          -> one `log_dest file DIR/mosquitto.log`
 #       user, pid_file                  -> removed
 #     Every other line is kept verbatim, so tests exercise the real settings
@@ -30,6 +34,9 @@
 #   DIR/acl             copy of mosquitto-conf/acl
 #   DIR/data/           persistence directory (kept across renders)
 # Idempotent: rendering again rewrites the same files and keeps DIR/data.
+#
+# Environment: ARNG_BRIDGE_ADDRESS, the central broker a bridge config (one with an
+# `address` line, mosquitto-conf/bridge.conf) connects to, e.g. 127.0.0.1:18830.
 #
 # Running as root: Mosquitto started as root switches to the `mosquitto` user
 # (or `nobody`) before it opens the password file, the ACL, the log and the
@@ -54,6 +61,10 @@ src=$1
 dir=$2
 ports=$3
 certs=${4:-}
+bridge_address=${ARNG_BRIDGE_ADDRESS:-}
+case "$bridge_address" in
+  *[[:space:]]*) die "ARNG_BRIDGE_ADDRESS must be one HOST:PORT, got '$bridge_address'" ;;
+esac
 
 [ -r "$src" ] || die "cannot read config $src"
 IFS=, read -r -a port_list <<<"$ports"
@@ -92,7 +103,8 @@ chmod 0600 "$dir/acl.tmp"
 mv -f "$dir/acl.tmp" "$dir/acl"
 
 tmp="$dir/mosquitto.conf.tmp"
-awk -v src="$src" -v dir="$dir" -v ports="$ports" -v certs="$certs" -v as_root="$run_as_root" '
+awk -v src="$src" -v dir="$dir" -v ports="$ports" -v certs="$certs" -v as_root="$run_as_root" \
+  -v bridge_address="$bridge_address" '
   function emit_log() {
     if (!seen_log) print "log_dest file " dir "/mosquitto.log"
     seen_log = 1
@@ -121,13 +133,20 @@ awk -v src="$src" -v dir="$dir" -v ports="$ports" -v certs="$certs" -v as_root="
   $1 == "password_file"        { print "password_file " dir "/passwd"; seen_passwd = 1; next }
   $1 == "acl_file"             { print "acl_file " dir "/acl"; seen_acl = 1; next }
   # TLS files: same file name, in CERT_DIR.
-  $1 == "cafile" || $1 == "capath" || $1 == "certfile" || $1 == "keyfile" || $1 == "crlfile" {
+  $1 == "cafile" || $1 == "capath" || $1 == "certfile" || $1 == "keyfile" || $1 == "crlfile" ||
+  $1 == "bridge_cafile" || $1 == "bridge_capath" || $1 == "bridge_certfile" || $1 == "bridge_keyfile" {
     if (certs == "") fail("has TLS files (" $1 "): pass CERT_DIR (scripts/gen-certs.sh DIR writes them)")
     n = split($2, parts, "/")
     path = certs "/" parts[n]
     if ((getline probe < path) < 0) fail($1 " " path " cannot be read (run scripts/gen-certs.sh " certs ")")
     close(path)
     print $1 " " path
+    next
+  }
+  # A bridge: the central broker of this run.
+  $1 == "address" || $1 == "addresses" {
+    if (bridge_address == "") fail("has a bridge (" $1 " " $2 "): set ARNG_BRIDGE_ADDRESS=HOST:PORT of the central broker")
+    print $1 " " bridge_address
     next
   }
   $1 == "log_dest"             { emit_log(); next }

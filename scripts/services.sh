@@ -26,9 +26,10 @@
 #   influxd.log            InfluxDB log
 #   influxd.pid
 #
-# Mosquitto is installed with apt-get if missing. influxd comes from
-# scripts/build-influxd.sh, which prints the cached binary at once or builds it
-# (10-20 minutes the first time).
+# Mosquitto is installed with apt-get if missing. influxd is $ARNG_INFLUXD, else
+# what scripts/build-influxd.sh prints: the cached binary at once, or a build (10-20
+# minutes the first time). Both come from scripts/lib/provision.sh, as in
+# scripts/test.sh. scripts/run.sh uses this script with its own state directory.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,38 +56,16 @@ influxd_log="$state/influxd.log"
 
 die() { echo "services: $*" >&2; exit 1; }
 say() { echo "services: $*" >&2; }
+# provision_mosquitto, provision_influxd, port_open, check_port, live_pid, dev_password:
+# shared with scripts/test.sh, scripts/run.sh and bench/lib.sh, so every way of
+# running arng gets the same servers.
+. "$root/scripts/lib/provision.sh"
 
-check_port() {
-  case "$2" in ''|*[!0-9]*) die "$1 must be a port number, got '$2'" ;; esac
-}
 check_port ARNG_MQTT_PORT "$mqtt_port"
 check_port ARNG_INFLUX_PORT "$influx_port"
 
-# Prints the pid recorded in $1 if that process is alive and is $2 (a pid file
-# left by a crash may name a pid reused by an unrelated process).
-live_pid() {
-  local pidfile=$1 name=$2 pid
-  [ -r "$pidfile" ] || return 1
-  pid=$(cat "$pidfile" 2>/dev/null) || return 1
-  case "$pid" in ''|*[!0-9]*) return 1 ;; esac
-  kill -0 "$pid" 2>/dev/null || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
-  echo "$pid"
-}
-
-port_open() {
-  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
-}
-
 influx_healthy() {
   curl -fsS -m 2 "$influx_url/health" 2>/dev/null | grep -q '"status": *"pass"'
-}
-
-dev_password() {
-  local line
-  line=$(grep -E "^$1:" "$root/mosquitto-conf/dev-accounts" | head -n1) \
-    || die "no account '$1' in mosquitto-conf/dev-accounts"
-  echo "${line#*:}"
 }
 
 log_tail() {
@@ -94,31 +73,13 @@ log_tail() {
   tail -n 30 "$1" >&2 2>/dev/null || echo "(no log)" >&2
 }
 
-mosquitto_bin() {
-  command -v mosquitto 2>/dev/null && return 0
-  [ -x /usr/sbin/mosquitto ] && { echo /usr/sbin/mosquitto; return 0; }
-  return 1
-}
-
-install_mosquitto() {
-  say "mosquitto not found: installing mosquitto and mosquitto-clients with apt-get"
-  local sudo=
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "mosquitto is missing and you are not root: apt-get install mosquitto mosquitto-clients"
-    sudo=sudo
-  fi
-  command -v apt-get >/dev/null 2>&1 || die "mosquitto is missing and apt-get is not available: install Mosquitto 2.0"
-  $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto mosquitto-clients >&2
-}
-
 up_mosquitto() {
-  local pid bin
+  local pid
   if pid=$(live_pid "$mosquitto_pidfile" mosquitto); then
     say "mosquitto already running (pid $pid, 127.0.0.1:$mqtt_port)"
     return 0
   fi
-  bin=$(mosquitto_bin) || { install_mosquitto; bin=$(mosquitto_bin) || die "mosquitto still missing after apt-get"; }
+  provision_mosquitto
   if port_open "$mqtt_port"; then
     die "127.0.0.1:$mqtt_port is already in use (a system broker? 'service mosquitto stop'), or pick another port with ARNG_MQTT_PORT"
   fi
@@ -134,7 +95,7 @@ up_mosquitto() {
   } >>"$mosquitto_dir/mosquitto.conf"
 
   say "starting mosquitto on 127.0.0.1:$mqtt_port (log: $mosquitto_log)"
-  (cd "$mosquitto_dir" && "$bin" -c "$mosquitto_dir/mosquitto.conf" -d) \
+  (cd "$mosquitto_dir" && mosquitto -c "$mosquitto_dir/mosquitto.conf" -d) \
     || { log_tail "$mosquitto_log"; die "mosquitto failed to start"; }
 
   local waited=0
@@ -152,13 +113,12 @@ up_mosquitto() {
 }
 
 up_influxd() {
-  local pid bin started=0
+  local pid started=0
   if pid=$(live_pid "$influxd_pidfile" influxd); then
     say "influxd already running (pid $pid, $influx_url)"
   else
     started=1
-    bin=$("$root/scripts/build-influxd.sh") || die "scripts/build-influxd.sh failed"
-    [ -x "$bin" ] || die "scripts/build-influxd.sh printed '$bin', which is not an executable"
+    provision_influxd
     if port_open "$influx_port"; then
       die "127.0.0.1:$influx_port is already in use (another InfluxDB?), or pick another port with ARNG_INFLUX_PORT"
     fi
@@ -173,7 +133,7 @@ up_influxd() {
     (
       cd "$influxd_dir"
       nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$influxd_pidfile" \
-        env -u INFLUXD_CONFIG_PATH "$bin" \
+        env -u INFLUXD_CONFIG_PATH "$ARNG_INFLUXD" \
         --bolt-path "$influxd_dir/influxd.bolt" \
         --engine-path "$influxd_dir/engine" \
         --sqlite-path "$influxd_dir/influxd.sqlite" \
@@ -234,22 +194,13 @@ setup_influxd() {
 }
 
 stop_service() {
-  local pidfile=$1 name=$2 pid waited=0
+  local pidfile=$1 name=$2 pid
   if ! pid=$(live_pid "$pidfile" "$name"); then
     say "$name not running"
     rm -f "$pidfile"
     return 0
   fi
-  kill -TERM "$pid"
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ $waited -ge 200 ]; then
-      say "$name (pid $pid) ignored SIGTERM for 20 s: sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
+  terminate "$name" "$pid" 20
   rm -f "$pidfile"
   say "$name stopped (pid $pid)"
 }

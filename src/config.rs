@@ -15,15 +15,12 @@
 //! connection is protected).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, FromArgMatches};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use url::Url;
 
-use crate::mqtt::MqttTls;
+use crate::tls::{parse_certificate_file, parse_key_file, MqttTls, PemFile};
 
 /// A password or token. Printing it (`{}` or `{:?}`) shows `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -120,6 +117,11 @@ pub fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A zone name as the contract allows it (lowercase ASCII letters, digits, `_`, `-`).
+pub fn parse_zone(s: &str) -> Result<crate::domain::Zone, String> {
+    crate::domain::Zone::new(s).map_err(|e| e.to_string())
+}
+
 fn parse_non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         Err("must not be empty".into())
@@ -132,69 +134,6 @@ fn parse_non_empty(s: &str) -> Result<String, String> {
 
 fn parse_secret(s: &str) -> Result<Secret, String> {
     parse_non_empty(s).map(Secret)
-}
-
-/// A PEM file named on the command line, read while parsing (so a missing or
-/// unreadable file is a usage error, not a connection failure later). `Debug` shows
-/// the path only: the file may hold a private key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PemFile {
-    path: PathBuf,
-    pem: Vec<u8>,
-}
-
-impl PemFile {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The file's contents (PEM text).
-    pub fn pem(&self) -> &[u8] {
-        &self.pem
-    }
-}
-
-impl fmt::Debug for PemFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PemFile").field(&self.path).finish()
-    }
-}
-
-fn read_pem_file(s: &str) -> Result<PemFile, String> {
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    let pem = std::fs::read(s).map_err(|e| format!("cannot read the file: {e}"))?;
-    Ok(PemFile {
-        path: PathBuf::from(s),
-        pem,
-    })
-}
-
-/// One or more PEM certificates (`-----BEGIN CERTIFICATE-----`), all well-formed.
-fn parse_certificate_file(s: &str) -> Result<PemFile, String> {
-    let file = read_pem_file(s)?;
-    let mut count = 0;
-    for cert in CertificateDer::pem_slice_iter(&file.pem) {
-        cert.map_err(|e| format!("not a valid PEM certificate file ({e})"))?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err("no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(file)
-}
-
-/// A PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
-fn parse_key_file(s: &str) -> Result<PemFile, String> {
-    let file = read_pem_file(s)?;
-    PrivateKeyDer::from_pem_slice(&file.pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            "no PEM private key in the file (expected -----BEGIN PRIVATE KEY-----)".into()
-        }
-        other => format!("not a valid PEM private key ({other})"),
-    })?;
-    Ok(file)
 }
 
 /// MQTT connection options, shared by every subcommand that talks to the broker.
@@ -367,6 +306,30 @@ pub struct ApiArgs {
     pub token: Option<Secret>,
 }
 
+/// The broker and InfluxDB: what `ingest`, `serve` and `doctor` connect to.
+#[derive(Debug, Clone, Args)]
+pub struct Backends {
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+
+    #[command(flatten)]
+    pub influx: InfluxArgs,
+}
+
+/// The whole chain as its clients see it (`check-e2e`, `latency`): the broker,
+/// InfluxDB and the arng API.
+#[derive(Debug, Clone, Args)]
+pub struct Chain {
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+
+    #[command(flatten)]
+    pub influx: InfluxArgs,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,19 +443,6 @@ mod tests {
             let err = T::try_parse_from(["t", "--mqtt-url", "mqtts://b", flag, junk]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{flag}");
         }
-    }
-
-    #[test]
-    fn a_pem_file_prints_its_path_not_its_contents() {
-        let file = PemFile {
-            path: PathBuf::from("/etc/arng/client.key"),
-            pem: b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n".to_vec(),
-        };
-        let dbg = format!("{file:?}");
-        assert!(
-            dbg.contains("client.key") && !dbg.contains("c2VjcmV0"),
-            "{dbg}"
-        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use std::process::ExitCode;
 
+use arng::cli::{Cli, Command};
+use arng::cmd;
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
-    let cli = match arng::cli::Cli::try_parse() {
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -19,9 +21,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(arng::cmd::run(cli.command)) {
+    let run = async {
+        match cli.command {
+            Command::CheckE2e(args) => cmd::check_e2e::run(args).await,
+            Command::CheckLab(args) => cmd::check_lab::run(args).await,
+            Command::Doctor(args) => cmd::doctor::run(args).await,
+            Command::Ingest(args) => cmd::ingest::run(args).await,
+            Command::Latency(args) => cmd::latency::run(args).await,
+            Command::QosBench(args) => cmd::qos_bench::run(args).await,
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Simulate(args) => cmd::simulate::run(args).await,
+            Command::Completions(args) => cmd::completions::run(args, Cli::command()),
+            Command::Man(args) => cmd::man::run(args, Cli::command()),
+        }
+    };
+    match runtime.block_on(run) {
         Ok(code) => code,
-        Err(e) if e.downcast_ref::<arng::cmd::UsageError>().is_some() => {
+        Err(e) if e.downcast_ref::<cmd::UsageError>().is_some() => {
             eprintln!("error: {e} (see --help)");
             ExitCode::from(2)
         }

@@ -7,20 +7,18 @@
 //! it themselves or hand it back. Every client is built by [`options`] and [`client`],
 //! so TLS settings and TCP_NODELAY apply to all of them.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+pub mod dual;
+pub mod v5;
+
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
     TlsConfiguration, Transport,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
+use rustls::{AlertDescription, CertificateError};
 
-use crate::config::{MqttArgs, PemFile};
+use crate::config::MqttArgs;
 
 /// Largest packet we accept from or send to the broker: the reference broker's
 /// `max_packet_size` (mosquitto-conf/mosquitto.conf). Readings are ~200 bytes.
@@ -45,159 +43,6 @@ pub enum MqttError {
     Timeout { endpoint: String, timeout: Duration },
     #[error("MQTT client error: {0}")]
     Client(#[from] rumqttc::ClientError),
-}
-
-/// Why TLS files given on the command line cannot be used together.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("{path}: no certificate in it can be used as a CA")]
-    NoUsableCa { path: String },
-    #[error("--mqtt-cert {cert} and --mqtt-key {key} cannot be used together: {reason}")]
-    ClientIdentity {
-        cert: String,
-        key: String,
-        reason: String,
-    },
-}
-
-/// How `mqtts://` connections check the broker and identify this client: the CA
-/// certificates to trust (`--mqtt-ca`, else the system's) and an optional client
-/// certificate (`--mqtt-cert`/`--mqtt-key`). Built by [`MqttTls::from_files`], which
-/// checks everything, so that building client options later cannot fail.
-#[derive(Clone, Default)]
-pub struct MqttTls {
-    ca: Option<PathBuf>,
-    client_cert: Option<PathBuf>,
-    /// `None`: the system's CAs and no client certificate ([`system_roots`]).
-    config: Option<Arc<ClientConfig>>,
-}
-
-impl fmt::Debug for MqttTls {
-    // Paths only: the rustls configuration holds the client's private key.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MqttTls")
-            .field("ca", &self.ca)
-            .field("client_cert", &self.client_cert)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MqttTls {
-    /// Trust the certificates of `ca` (instead of the system's CAs) and present
-    /// `identity` (certificate chain, private key) when the broker asks for one.
-    pub fn from_files(
-        ca: Option<&PemFile>,
-        identity: Option<(&PemFile, &PemFile)>,
-    ) -> Result<MqttTls, TlsSetupError> {
-        if ca.is_none() && identity.is_none() {
-            return Ok(MqttTls::default());
-        }
-        let roots = match ca {
-            Some(file) => {
-                let mut roots = RootCertStore::empty();
-                // The file was checked while parsing: it holds PEM certificates.
-                let certs = CertificateDer::pem_slice_iter(file.pem()).filter_map(Result::ok);
-                let (added, _ignored) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(TlsSetupError::NoUsableCa {
-                        path: file.path().display().to_string(),
-                    });
-                }
-                Arc::new(roots)
-            }
-            None => system_root_store(),
-        };
-        let builder = config_builder().with_root_certificates(roots);
-        let config = match identity {
-            None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let identity_error = |reason: String| TlsSetupError::ClientIdentity {
-                    cert: cert.path().display().to_string(),
-                    key: key.path().display().to_string(),
-                    reason,
-                };
-                let chain = CertificateDer::pem_slice_iter(cert.pem())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| identity_error(e.to_string()))?;
-                let key_der = PrivateKeyDer::from_pem_slice(key.pem())
-                    .map_err(|e| identity_error(e.to_string()))?;
-                // rustls checks here that the key is the certificate's (KeyMismatch).
-                builder
-                    .with_client_auth_cert(chain, key_der)
-                    .map_err(|e| identity_error(explain_identity_error(&e)))?
-            }
-        };
-        Ok(MqttTls {
-            ca: ca.map(|f| f.path().to_owned()),
-            client_cert: identity.map(|(cert, _)| cert.path().to_owned()),
-            config: Some(Arc::new(config)),
-        })
-    }
-
-    /// The CA file given with `--mqtt-ca`, if any.
-    pub fn ca(&self) -> Option<&Path> {
-        self.ca.as_deref()
-    }
-
-    /// The client certificate given with `--mqtt-cert`, if any.
-    pub fn client_cert(&self) -> Option<&Path> {
-        self.client_cert.as_deref()
-    }
-
-    fn client_config(&self) -> Arc<ClientConfig> {
-        self.config.clone().unwrap_or_else(system_roots)
-    }
-}
-
-/// A rustls configuration builder with the ring provider and TLS 1.2/1.3. Explicit,
-/// because the process default cannot be relied on: two providers compiled into one
-/// binary make rustls refuse to choose (a panic at the first connection).
-fn config_builder() -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
-    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports TLS 1.2 and 1.3")
-}
-
-/// The system's trusted CAs (/etc/ssl/certs on Debian), read once per process.
-fn system_root_store() -> Arc<RootCertStore> {
-    static STORE: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    STORE
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::warn!("reading the system's CA certificates: {e}");
-            }
-            let mut roots = RootCertStore::empty();
-            let (added, ignored) = roots.add_parsable_certificates(found.certs);
-            tracing::debug!(added, ignored, "system CA certificates for mqtts://");
-            Arc::new(roots)
-        })
-        .clone()
-}
-
-/// TLS with the system's CAs and no client certificate: `mqtts://` without
-/// `--mqtt-ca`. An empty store (no CA bundle installed) is not an error here: every
-/// broker is then refused with "unknown CA", which says what to do.
-fn system_roots() -> Arc<ClientConfig> {
-    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            Arc::new(
-                config_builder()
-                    .with_root_certificates(system_root_store())
-                    .with_no_client_auth(),
-            )
-        })
-        .clone()
-}
-
-fn explain_identity_error(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-            "the key does not belong to the certificate".into()
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Client options for `client_id` from the shared configuration.

@@ -1,5 +1,5 @@
 //! Statistics for load and delivery measurements (`arng qos-bench`): a latency
-//! histogram with percentiles, the intended-send-time schedule that corrects for
+//! histogram with percentiles (over the `hdrhistogram` crate), the intended-send-time schedule that corrects for
 //! coordinated omission, and loss/duplicate/reordering accounting from per-publisher
 //! sequence numbers.
 //!
@@ -11,20 +11,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// Values below `2^SUB_BITS` get a bucket each; above, every power of two is split
-/// into `2^(SUB_BITS-1)` equal buckets, so a bucket is never wider than 1/128 of its
-/// values (< 0.8 % error) whatever the magnitude, in a fixed 7,424 counters.
-const SUB_BITS: u32 = 8;
-const HALF: u64 = 1 << (SUB_BITS - 1);
-const BUCKETS: usize = ((64 - SUB_BITS as usize) + 1) * HALF as usize + HALF as usize;
-
-/// A log-linear histogram of non-negative integer samples (nanoseconds here), in
-/// the spirit of HdrHistogram: bounded memory whatever the number of samples, < 0.8 %
-/// relative error on any percentile, exact minimum and maximum.
+/// A latency histogram of non-negative integer samples (nanoseconds here): the
+/// counts live in an [HdrHistogram](hdrhistogram) at 2 significant digits (a bucket is
+/// never wider than 1/128 of its values: < 0.8 % error on any percentile; values
+/// below 256 exact), growing with the largest sample, never with the number of
+/// samples. The exact minimum, maximum and sum are kept beside it, so the extremes
+/// and the mean are not rounded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
-    counts: Vec<u64>,
-    len: u64,
+    counts: hdrhistogram::Histogram<u64>,
     min: u64,
     max: u64,
     sum: u128,
@@ -36,43 +31,28 @@ impl Default for Histogram {
     }
 }
 
+/// HdrHistogram's precision: 2 significant digits is 256 sub-buckets per power of
+/// two, half of them new at each: 1/128 relative width.
+const SIGNIFICANT_DIGITS: u8 = 2;
+
 impl Histogram {
     pub fn new() -> Histogram {
         Histogram {
-            counts: vec![0; BUCKETS],
-            len: 0,
+            // Auto-resizing, up to i64::MAX / 2 (146 years in nanoseconds).
+            counts: hdrhistogram::Histogram::new(SIGNIFICANT_DIGITS)
+                .expect("2 significant digits is a valid precision"),
             min: u64::MAX,
             max: 0,
             sum: 0,
         }
     }
 
-    fn index(v: u64) -> usize {
-        if v < (1 << SUB_BITS) {
-            return v as usize;
-        }
-        // floor(log2 v) >= SUB_BITS; keep the SUB_BITS most significant bits.
-        let shift = (63 - v.leading_zeros()) - (SUB_BITS - 1);
-        let top = v >> shift; // in [2^(SUB_BITS-1), 2^SUB_BITS)
-        (shift as u64 * HALF + top) as usize
-    }
-
-    /// The largest value that falls in bucket `i` (what HdrHistogram calls the
-    /// highest equivalent value), so a percentile is never under-reported.
-    fn upper(i: usize) -> u64 {
-        let i = i as u64;
-        if i < (1 << SUB_BITS) {
-            return i;
-        }
-        let shift = i / HALF - 1;
-        let top = i - shift * HALF;
-        // (top + 1) << shift - 1, without overflowing at the very last bucket.
-        (top << shift).saturating_add((1u64 << shift) - 1)
-    }
-
     pub fn record(&mut self, v: u64) {
-        self.counts[Self::index(v)] += 1;
-        self.len += 1;
+        if self.counts.record(v).is_err() {
+            // Beyond what the histogram can grow to: counted at its highest value;
+            // the exact maximum below still shows it.
+            self.counts.saturating_record(v);
+        }
         self.min = self.min.min(v);
         self.max = self.max.max(v);
         self.sum += u128::from(v);
@@ -80,21 +60,19 @@ impl Histogram {
 
     /// Adds every sample of `other` (e.g. one histogram per subscriber into a total).
     pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.len += other.len;
+        // Cannot fail: an auto-resizing histogram grows to hold the other's range.
+        let _ = self.counts.add(&other.counts);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.sum += other.sum;
     }
 
     pub fn len(&self) -> u64 {
-        self.len
+        self.counts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.counts.is_empty()
     }
 
     pub fn min(&self) -> Option<u64> {
@@ -106,27 +84,27 @@ impl Histogram {
     }
 
     pub fn mean(&self) -> Option<f64> {
-        (!self.is_empty()).then(|| self.sum as f64 / self.len as f64)
+        (!self.is_empty()).then(|| self.sum as f64 / self.len() as f64)
     }
 
     /// The value at quantile `q` (0.0 ..= 1.0) by the nearest-rank rule: the
-    /// smallest sample such that at least `q` of all samples are ≤ it. `q = 1` is the
-    /// exact maximum, `q = 0` the exact minimum. `None` when empty.
+    /// smallest sample such that at least `q` of all samples are ≤ it (the top of its
+    /// bucket, so a percentile is never under-reported). `q = 1` is the exact
+    /// maximum, `q = 0` the exact minimum. `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<u64> {
         if self.is_empty() {
             return None;
         }
         let q = q.clamp(0.0, 1.0);
-        let rank = ((q * self.len as f64).ceil() as u64).clamp(1, self.len);
-        let mut seen = 0u64;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                // Within [min, max]: the bucket bound may lie beyond the real samples.
-                return Some(Self::upper(i).clamp(self.min, self.max));
-            }
-        }
-        Some(self.max)
+        let v = if q == 0.0 {
+            self.min
+        } else if q == 1.0 {
+            self.max
+        } else {
+            self.counts.value_at_quantile(q)
+        };
+        // Within [min, max]: the bucket's bound may lie beyond the real samples.
+        Some(v.clamp(self.min, self.max))
     }
 }
 
@@ -355,34 +333,24 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_contiguous_and_tight() {
-        let mut prev_upper = None;
-        for i in 0..BUCKETS {
-            let up = Histogram::upper(i);
-            if let Some(p) = prev_upper {
-                assert!(up > p, "bucket {i}: {up} <= {p}");
-            }
-            assert_eq!(Histogram::index(up), i, "upper bound of {i} maps back");
-            prev_upper = Some(up);
-        }
-        assert_eq!(Histogram::upper(BUCKETS - 1), u64::MAX);
-        for v in [
-            0,
-            1,
-            255,
-            256,
-            257,
-            1_000,
-            123_456,
-            10_000_000_000,
-            u64::MAX,
-        ] {
-            let up = Histogram::upper(Histogram::index(v));
+    fn every_value_is_reported_within_its_bucket_width() {
+        let far = 1u64 << 61;
+        for v in [0, 1, 255, 256, 257, 1_000, 123_456, 10_000_000_000, 1 << 60] {
+            // The median of [v, far] is v's bucket: its top, never below v.
+            let got = hist([v, far]).quantile(0.5).unwrap();
             assert!(
-                up >= v && (up - v) as f64 <= v as f64 / 128.0 + 1.0,
-                "{v} -> {up}"
+                got >= v && (got - v) as f64 <= v as f64 / 128.0 + 1.0,
+                "{v} -> {got}"
             );
         }
+        // Below 256, exact; the extremes are the samples themselves, even huge ones.
+        let h = hist(0..256);
+        assert!((0..256u64).all(|v| h.quantile((v + 1) as f64 / 256.0) == Some(v)));
+        let h = hist([3, u64::MAX]);
+        assert_eq!(
+            (h.min(), h.max(), h.quantile(1.0)),
+            (Some(3), Some(u64::MAX), Some(u64::MAX))
+        );
     }
 
     #[test]

@@ -24,6 +24,13 @@ pub const PROBE_SENSOR: &str = "e2e-probe";
 /// The Flux predicate that leaves probe readings out of a dashboard query.
 pub const EXCLUDE_PROBES: &str = r#"r.sensor != "e2e-probe""#;
 
+/// How far ahead of the API's clock a timestamp may be before it counts as wrong:
+/// the API shows nothing dated later (its views and Flux ranges stop there) and
+/// refuses alerts dated later. The payload reader's default margin (five minutes,
+/// ingest's `--future-margin` when not set), so what ingest stores by default the
+/// API shows.
+pub const MAX_CLOCK_AHEAD: Duration = crate::domain::payload::DEFAULT_FUTURE_MARGIN;
+
 /// Is this sensor the supervision probe (whose silence is expected, not an alarm)?
 pub fn is_probe(sensor: &str) -> bool {
     sensor == PROBE_SENSOR
@@ -119,11 +126,21 @@ pub const SUPERVISION_INTERVAL: Duration = Duration::from_secs(10);
 /// (the window still covers the whole interval, with a bounded memory).
 const LAG_WINDOW_CAP: usize = 65_536;
 
+/// How many readings it takes to move the latency indicator: a p99 is never above the
+/// lag of the third-slowest reading it summarises, and `arng serve` needs three
+/// readings at or above a lag before it reports it (see [`witnessed_lag`]). With fewer
+/// than 100 readings a nearest-rank p99 is simply the slowest one, so one reading
+/// dated 29 minutes back (a sensor's wrong clock, a replay) made the indicator red
+/// with "p99 1,722 s" (issue 15).
+pub const LAG_WITNESSES: u64 = 3;
+
 /// Lag (reading timestamp → written to InfluxDB) percentiles over one interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LagSummary {
     pub count: u64,
     pub p50_s: f64,
+    /// The nearest-rank p99, but at most the [`LAG_WITNESSES`]-th largest lag (with
+    /// fewer samples, the smallest): at least that many samples are at or above it.
     pub p99_s: f64,
     pub max_s: f64,
 }
@@ -159,13 +176,39 @@ impl LagWindow {
             return None;
         }
         w.samples.sort_by(f64::total_cmp);
+        let n = w.samples.len();
+        let witnessed = w.samples[n.saturating_sub(LAG_WITNESSES as usize)];
         Some(LagSummary {
             count: w.seen,
             p50_s: nearest_rank(&w.samples, 0.50),
-            p99_s: nearest_rank(&w.samples, 0.99),
+            p99_s: nearest_rank(&w.samples, 0.99).min(witnessed),
             max_s: w.max,
         })
     }
+}
+
+/// The latency the indicator reports from ingest's reports of one window, each a
+/// `(p99_s, samples)`: the largest p99 such that the reports at or above it hold at
+/// least [`LAG_WITNESSES`] samples together. Every report's p99 has at least
+/// `min(samples, LAG_WITNESSES)` samples at or above it ([`LagWindow::take`]), so the
+/// answer is a lag that three readings really had: one or two odd readings cannot
+/// make it, whether they fall in a busy report or in quiet ones. With fewer than
+/// three samples in the whole window, the smallest p99. None without reports.
+pub fn witnessed_lag(reports: &[(f64, u64)]) -> Option<f64> {
+    let mut sorted: Vec<(f64, u64)> = reports
+        .iter()
+        .copied()
+        .filter(|(p, _)| p.is_finite())
+        .collect();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut seen = 0u64;
+    for (p99, samples) in &sorted {
+        seen += samples.max(&1);
+        if seen >= LAG_WITNESSES {
+            return Some(*p99);
+        }
+    }
+    sorted.last().map(|(p, _)| *p)
 }
 
 /// The nearest-rank percentile of sorted, non-empty `v`.
@@ -207,8 +250,12 @@ pub struct Inputs {
     pub lag_p99_s: Option<f64>,
     /// Bytes in the disk spools of the ingest processes (their last report).
     pub spool_bytes: Option<f64>,
-    /// Every known zone and the age of its newest heartbeat (None: never seen).
+    /// Every zone expected to send heartbeats and the age of its newest one (None:
+    /// never seen). Expected: a zone that has sent one, or has thresholds of its own.
     pub heartbeat_ages_s: Vec<(String, Option<f64>)>,
+    /// Zones seen only through readings: named in the detail, not counted (one stray
+    /// reading does not make a zone whose silence is an alarm).
+    pub zones_without_heartbeat: Vec<String>,
     pub heartbeat_limit_s: f64,
     /// Did the broker statistics arrive in the last [`BROKER_STATS_MAX_AGE`]?
     pub broker_reporting: bool,
@@ -317,7 +364,7 @@ fn heartbeat_freshness(i: &Inputs) -> Indicator {
             Some(_) => None,
         })
         .collect();
-    let detail = if i.heartbeat_ages_s.is_empty() {
+    let mut detail = if i.heartbeat_ages_s.is_empty() {
         "no zone known yet".to_owned()
     } else if stale.is_empty() {
         format!(
@@ -328,6 +375,12 @@ fn heartbeat_freshness(i: &Inputs) -> Indicator {
     } else {
         format!("stale (limit {limit} s): {}", stale.join(", "))
     };
+    if !i.zones_without_heartbeat.is_empty() {
+        detail += &format!(
+            "; readings but never a heartbeat (not counted): {}",
+            i.zones_without_heartbeat.join(", ")
+        );
+    }
     let m = Measure {
         name: "heartbeat_age_max_seconds",
         value: worst,
@@ -468,12 +521,64 @@ mod tests {
         let s = w.take().unwrap();
         assert_eq!(s.count, 100);
         assert_eq!(s.p50_s, 0.5);
-        assert_eq!(s.p99_s, 0.99);
+        // The nearest-rank p99 of 100 samples is the second-largest (0.99); the
+        // p99 stops at the third-largest, so that three samples are at or above it.
+        assert_eq!(s.p99_s, 0.98);
         assert_eq!(s.max_s, 1.0);
         // Taking resets the window.
         assert_eq!(w.take(), None);
         w.push(-1.0);
         assert_eq!(w.take().unwrap().max_s, 0.0);
+    }
+
+    #[test]
+    fn one_or_two_slow_readings_do_not_make_the_p99() {
+        // Issue 15: 20 readings at 0.3 s and one dated 29 minutes back.
+        let mut w = LagWindow::default();
+        for _ in 0..20 {
+            w.push(0.3);
+        }
+        w.push(1722.0);
+        let s = w.take().unwrap();
+        assert_eq!((s.p99_s, s.max_s), (0.3, 1722.0));
+        w.push(1722.0);
+        w.push(1500.0);
+        w.push(0.3);
+        assert_eq!(w.take().unwrap().p99_s, 0.3);
+        // Three slow readings are a fact.
+        for x in [0.3, 6.0, 7.0, 8.0] {
+            w.push(x);
+        }
+        assert_eq!(w.take().unwrap().p99_s, 6.0);
+        // Fewer than three samples: the smallest.
+        w.push(9.0);
+        w.push(1.0);
+        assert_eq!(w.take().unwrap().p99_s, 1.0);
+        // Many samples: the plain nearest-rank p99 (below the third-largest).
+        for i in 1..=1000 {
+            w.push(i as f64);
+        }
+        assert_eq!(w.take().unwrap().p99_s, 990.0);
+    }
+
+    #[test]
+    fn the_indicator_needs_three_witnesses() {
+        assert_eq!(witnessed_lag(&[]), None);
+        // Quiet chain, one reading per report, one of them 29 minutes late.
+        let quiet = [(1722.0, 1), (0.3, 1), (0.25, 1), (0.2, 1)];
+        assert_eq!(witnessed_lag(&quiet), Some(0.25));
+        // Two late ones in different reports: still not enough.
+        let two = [(1722.0, 1), (1500.0, 1), (0.3, 1)];
+        assert_eq!(witnessed_lag(&two), Some(0.3));
+        // A busy report already capped by LagWindow, next to a slow one.
+        assert_eq!(witnessed_lag(&[(0.3, 60), (9.0, 1)]), Some(0.3));
+        // A real slowdown, seen in every report.
+        assert_eq!(witnessed_lag(&[(6.0, 10), (7.0, 10)]), Some(7.0));
+        // A report with 2 samples and one with 1: together three.
+        assert_eq!(witnessed_lag(&[(8.0, 2), (6.0, 1), (0.2, 5)]), Some(6.0));
+        // Fewer than three samples in the window: the smallest p99.
+        assert_eq!(witnessed_lag(&[(8.0, 1), (0.4, 1)]), Some(0.4));
+        assert_eq!(witnessed_lag(&[(f64::NAN, 5), (0.4, 5)]), Some(0.4));
     }
 
     #[test]
@@ -510,6 +615,7 @@ mod tests {
             spool_bytes: Some(0.0),
             heartbeat_ages_s: vec![("nord".into(), Some(12.0)), ("sud".into(), Some(29.0))],
             heartbeat_limit_s: HEARTBEAT_MAX_AGE_S,
+            zones_without_heartbeat: Vec::new(),
             broker_reporting: true,
             dropped_in_window: None,
         }
@@ -560,6 +666,14 @@ mod tests {
         assert!(hb.detail.contains("quai: no heartbeat"), "{}", hb.detail);
         i.heartbeat_ages_s.clear();
         assert!(!by_name(&evaluate(&i), HEARTBEAT_FRESHNESS).ok);
+        // A zone known only from readings is named, not counted.
+        let mut i = healthy();
+        i.zones_without_heartbeat.push("stray".into());
+        let hb = by_name(&evaluate(&i), HEARTBEAT_FRESHNESS).clone();
+        assert!(
+            hb.ok && hb.detail.contains("never a heartbeat (not counted): stray"),
+            "{hb:?}"
+        );
 
         let mut i = healthy();
         i.dropped_in_window = Some(2.0);

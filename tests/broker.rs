@@ -155,6 +155,7 @@ async fn accounts_write_only_their_topics() {
         ("sensor-nord", "entrepot/heartbeat/sud", false),
         ("sensor-nord", "entrepot/status/sensor-sud", false),
         ("sensor-nord", "entrepot/alerts/nord", false),
+        ("sensor-nord", "entrepot/alerts/nord/sensor", false),
         ("sensor-nord", "entrepot/config/thresholds", false),
         ("sensor-nord", "entrepot/nord/s1/v2", false),
         ("sensor-sud", "entrepot/sud/s1/v1", true),
@@ -164,7 +165,11 @@ async fn accounts_write_only_their_topics() {
         ("simulator", "entrepot/est/s7/v1", true),
         ("simulator", "entrepot/heartbeat/sud", true),
         ("simulator", "entrepot/status/sensor-sud", true),
-        ("simulator", "entrepot/alerts/est", true),
+        // Only the services write the alerts branch; the simulator's sensors raise
+        // theirs on the sensors' topic (docs/decisions.md, 12).
+        ("simulator", "entrepot/alerts/est", false),
+        ("simulator", "entrepot/alerts/est/sensor", true),
+        ("simulator", "entrepot/alerts/est/ingest", false),
         ("simulator", "entrepot/config/thresholds", false),
         ("simulator", "entrepot/deadletter/bad-json", false),
         ("ingest", "entrepot/alerts/sud", true),
@@ -174,6 +179,7 @@ async fn accounts_write_only_their_topics() {
         ("ingest", "entrepot/nord/s1/v1", false),
         ("ingest", "entrepot/status/api", false),
         ("api", "entrepot/alerts/nord", true),
+        ("api", "entrepot/alerts/nord/sensor", false),
         ("api", "entrepot/config/thresholds", true),
         ("api", "entrepot/status/api", true),
         ("api", "entrepot/nord/s1/v1", false),
@@ -209,9 +215,10 @@ async fn accounts_write_only_their_topics() {
 }
 
 /// Reading is checked per delivered message: a sensor may subscribe to
-/// `entrepot/#` but only ever receives the thresholds.
+/// `entrepot/#` but only ever receives the thresholds and the dead letters (so a
+/// student with a sensor's account sees why a message was refused).
 #[tokio::test]
-async fn sensor_reads_only_the_thresholds() {
+async fn sensor_reads_only_the_thresholds_and_dead_letters() {
     let broker = Mosquitto::start();
     let mut sensor = connect(&broker, "sensor-nord").await;
     let granted = sensor.subscribe("entrepot/#", QoS::AtLeastOnce).await;
@@ -222,13 +229,18 @@ async fn sensor_reads_only_the_thresholds() {
         "entrepot/nord/s1/v1",
         "entrepot/alerts/nord",
         "entrepot/config/thresholds",
+        "entrepot/heartbeat/sud",
+        "entrepot/deadletter/missing_field",
     ] {
         operator.publish(topic, QoS::AtLeastOnce, false, "{}").await;
     }
 
     assert_eq!(
         sensor.topics_until_quiet().await,
-        ["entrepot/config/thresholds"]
+        [
+            "entrepot/config/thresholds",
+            "entrepot/deadletter/missing_field"
+        ]
     );
 }
 

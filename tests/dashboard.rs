@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use arng::domain::{Alert, AlertKind, AlertLevel, AlertSource, AlertState, SensorId, Zone};
-use common::chain::{count_points, now_ms, publish_all, IngestProc, ServeProc};
+use common::chain::{count_points, get_json, now_ms, publish_all, IngestProc, ServeProc};
 use common::eventually;
 use common::influxd::Influxd;
 use common::mosquitto::Mosquitto;
@@ -64,6 +64,12 @@ struct Chromium {
 
 impl Chromium {
     fn launch(width: u32, height: u32) -> Chromium {
+        Chromium::launch_in(width, height, "en-GB")
+    }
+
+    /// A browser whose user-interface language, `navigator.languages` and
+    /// `Accept-Language` header are `lang` (e.g. `fr`).
+    fn launch_in(width: u32, height: u32, lang: &str) -> Chromium {
         let bin = chromium_binary();
         let profile = tempfile::Builder::new()
             .prefix("arng-chromium-")
@@ -87,9 +93,9 @@ impl Chromium {
                 "--disable-sync",
                 "--disable-extensions",
                 "--hide-scrollbars",
-                "--lang=en-GB",
                 "--remote-debugging-pipe",
             ])
+            .arg(format!("--lang={lang}"))
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--window-size={width},{height}"))
             .arg("about:blank")
@@ -150,6 +156,13 @@ impl Chromium {
         );
         me.call("Runtime.enable", json!({}));
         me.call("Page.enable", json!({}));
+        // The header the page's requests carry and what navigator.languages says, so
+        // the page sees the browser's language however it was launched.
+        let ua = me.send(None, "Browser.getVersion", json!({}))["userAgent"].clone();
+        me.call(
+            "Emulation.setUserAgentOverride",
+            json!({"userAgent": ua, "acceptLanguage": lang}),
+        );
         me
     }
 
@@ -303,6 +316,7 @@ fn reading(zone: &str, sensor: &str, seq: u64, ms: i64, temp: f64, hum: f64) -> 
         timestamp: chrono::DateTime::from_timestamp_millis(ms).unwrap(),
         temp,
         hum,
+        provenance: Default::default(),
     };
     (format!("entrepot/{zone}/{sensor}/v1"), r.to_json())
 }
@@ -557,8 +571,15 @@ async fn dashboard_shows_published_readings_and_follows_the_live_stream() {
             reading("sud", "s1", 11, now, 31.0, 52.5),
             reading("est", "s1", 0, now, 18.2, 55.0),
             heartbeat("sud", now),
-            ("entrepot/alerts/sud".to_owned(), live_alert.to_json()),
         ],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    // An alert of ingest's rules: only the ingest account may publish it.
+    publish_all(
+        &broker,
+        "ingest",
+        &[("entrepot/alerts/sud".to_owned(), live_alert.to_json())],
         QoS::AtLeastOnce,
     )
     .await;
@@ -641,6 +662,9 @@ async fn dashboard_shows_published_readings_and_follows_the_live_stream() {
     });
     let errors = page.page_errors();
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
+    // An English browser gets the English page (the French one: the test below).
+    let lang = tokio::task::block_in_place(|| page.eval("document.documentElement.lang"));
+    assert_eq!(lang, "en");
 
     let artifacts = common::repo_root().join("target").join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
@@ -653,6 +677,128 @@ async fn dashboard_shows_published_readings_and_follows_the_live_stream() {
         bytes.len()
     );
     println!("dashboard screenshot: {}", png.display());
+}
+
+/// The page follows the browser's language: with `Accept-Language: fr` (and
+/// `navigator.languages` = fr), every label is French; the hooks stay as they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_speaks_french_to_a_french_browser() {
+    let _ = chromium_binary();
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let _ingest = IngestProc::start(&broker, &db, &[]);
+    let serve = ServeProc::start(&broker, &db, &[]);
+    let now = now_ms();
+    // 27.3 °C is a warning under the default thresholds.
+    publish_all(
+        &broker,
+        "simulator",
+        &[
+            reading("nord", "s1", 0, now - 2_000, 27.3, 50.0),
+            heartbeat("nord", now - 1_000),
+        ],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/alerts", serve.url()))
+        .bearer_auth(&serve.token)
+        .json(
+            &json!({"zone": "nord", "sensor": "s1", "metric": "temp", "severity": "critical",
+                      "value": 31.0, "threshold": 30.0, "message": "porte ouverte"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    eventually("nord in serve's view", Duration::from_secs(30), || async {
+        let v = get_json(&format!("{}/zones/nord/latest", serve.url())).await?;
+        v["sensors"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+            .then_some(())
+    })
+    .await;
+
+    let mut page = tokio::task::block_in_place(|| Chromium::launch_in(1280, 900, "fr"));
+    let url = format!("{}/", serve.url());
+    let state = tokio::task::block_in_place(|| {
+        page.navigate(&url);
+        page.wait_for(
+            "the nord card, the alert and the live stream",
+            r##"document.querySelector('[data-zone="nord"] .temp')?.textContent === "27.3"
+                && document.querySelectorAll("#alerts li").length > 0
+                && document.getElementById("conn").className === "live"
+                && document.querySelector('[data-zone="nord"] .heartbeat-age').dataset.ageS !== undefined"##,
+            Duration::from_secs(30),
+        );
+        page.eval(
+            r##"(() => {
+                const card = document.querySelector('[data-zone="nord"]');
+                const li = document.querySelector("#alerts li");
+                return {
+                    lang: document.documentElement.lang,
+                    languages: navigator.languages,
+                    title: document.querySelector("body > header h1").textContent,
+                    conn: document.getElementById("conn").textContent,
+                    alerts_title: document.querySelector("#alert-feed h2").textContent,
+                    level: card.querySelector(".level").textContent,
+                    data_level: card.dataset.level,
+                    unit: card.querySelectorAll(".unit")[1].textContent,
+                    newest: card.querySelector(".meta").textContent,
+                    heartbeat: card.querySelector("footer").textContent,
+                    chart_title: card.querySelector('svg.chart[data-metric="temp"] .title').textContent,
+                    chart_label: card.querySelector('svg.chart[data-metric="hum"]').getAttribute("aria-label"),
+                    alert_severity: li.querySelector(".severity").textContent,
+                    alert_text: li.textContent,
+                    alert_hook: li.dataset.severity,
+                };
+            })()"##,
+        )
+    });
+    let shown = format!("{state:#}");
+    assert_eq!(state["lang"], "fr", "{shown}");
+    assert_eq!(state["languages"][0], "fr", "{shown}");
+    assert_eq!(state["title"], "Entrepôt", "{shown}");
+    assert_eq!(state["conn"], "en direct", "{shown}");
+    assert_eq!(state["alerts_title"], "Alertes", "{shown}");
+    assert_eq!(state["level"], "avertissement", "{shown}");
+    assert_eq!(
+        state["data_level"], "warning",
+        "the hooks stay in English: {shown}"
+    );
+    assert_eq!(state["unit"], "% HR", "{shown}");
+    assert!(
+        state["newest"]
+            .as_str()
+            .unwrap()
+            .starts_with("dernière mesure : s1 à "),
+        "{shown}"
+    );
+    assert!(
+        state["heartbeat"]
+            .as_str()
+            .unwrap()
+            .starts_with("heartbeat : il y a "),
+        "{shown}"
+    );
+    assert_eq!(
+        state["chart_title"], "température °C, dernière heure",
+        "{shown}"
+    );
+    assert_eq!(state["chart_label"], "humidité, dernière heure", "{shown}");
+    assert_eq!(state["alert_severity"], "critique", "{shown}");
+    assert_eq!(state["alert_hook"], "critical", "{shown}");
+    assert!(
+        state["alert_text"]
+            .as_str()
+            .unwrap()
+            .contains("nord/s1 température déclenchée: porte ouverte"),
+        "{shown}"
+    );
+    let errors = page.page_errors();
+    assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
 }
 
 #[test]

@@ -478,6 +478,7 @@ async fn every_dashboard_query_runs_on_data_from_the_real_chain() {
             lag_p50_s: Some(0.2),
             lag_p99_s: Some(0.4),
             lag_max_s: Some(0.5),
+            lag_samples: Some(6),
             spool_bytes: 0,
             received: 6 * i as u64,
         };
@@ -717,6 +718,7 @@ async fn downsampling_task_writes_exact_minute_aggregates() {
                 temp,
                 hum,
                 alert_level: level,
+                provenance: Default::default(),
             })
         };
     use AlertLevel::{Critical, Normal, Warning};

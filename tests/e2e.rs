@@ -8,66 +8,36 @@ mod common;
 
 use std::time::Duration;
 
-use common::chain::{count_points, now_ms, publish_all, reading_msg, IngestProc, ServeProc};
+use common::chain::{
+    client_env, count_points, now_ms, publish_all, publish_all_with, reading_msg, IngestProc,
+    ServeProc,
+};
 use common::influxd::Influxd;
 use common::mosquitto::{account, Mosquitto};
-use common::{describe, eventually, run_arng};
+use common::{arng, describe, eventually, run_arng};
 use rumqttc::QoS;
 use serde_json::Value;
 
-/// The environment of a client command: operator on the broker, the test influxd,
-/// the test API.
-fn client_env(
-    broker: &Mosquitto,
-    db: &Influxd,
-    serve: Option<&ServeProc>,
-) -> Vec<(String, String)> {
-    let (user, pass) = account("operator");
-    let mut env = vec![
-        ("ARNG_MQTT_URL".to_owned(), broker.url()),
-        ("ARNG_MQTT_USERNAME".to_owned(), user),
-        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
-    ];
-    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
-    if let Some(s) = serve {
-        env.push(("ARNG_API_URL".to_owned(), s.url()));
-    }
-    env
-}
-
-/// Runs `arng args` off the async runtime; (exit code, stdout, stderr, description).
-async fn arng(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let env = env.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let out = run_arng(&a, &e);
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            describe(&a, &out),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// Fresh heartbeats of `zones` (as the simulator publishes them).
+/// Fresh heartbeats of `zones` (retained, as the simulator publishes them).
 async fn heartbeats(broker: &Mosquitto, zones: &[&str]) {
+    heartbeats_aged(broker, zones, 0).await
+}
+
+/// Heartbeats of `zones` sent `age_s` seconds ago (retained).
+async fn heartbeats_aged(broker: &Mosquitto, zones: &[&str], age_s: i64) {
     let msgs: Vec<(String, String)> = zones
         .iter()
         .map(|z| {
             let h = arng::domain::Heartbeat {
                 zone: arng::domain::Zone::new(z).unwrap(),
-                timestamp: chrono::DateTime::from_timestamp_millis(now_ms()).unwrap(),
+                timestamp: chrono::DateTime::from_timestamp_millis(now_ms() - age_s * 1000)
+                    .unwrap(),
                 sensors: Some(1),
             };
             (format!("entrepot/heartbeat/{z}"), h.to_json())
         })
         .collect();
-    publish_all(broker, "simulator", &msgs, QoS::AtLeastOnce).await;
+    publish_all_with(broker, "simulator", &msgs, QoS::AtLeastOnce, true).await;
 }
 
 /// Waits until the API lists every zone of `zones`.
@@ -121,7 +91,7 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
     )
     .await;
     api_knows(&serve, &["nord", "sud"]).await;
-    let env = client_env(&broker, &db, Some(&serve));
+    let env = client_env(&broker, &db, Some(&serve.url()));
 
     let (code, stdout, _, shown) = arng(&["check-e2e", "--json", "--timeout", "20s"], &env).await;
     assert_eq!(code, Some(0), "{shown}");
@@ -156,11 +126,20 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
         );
         assert!(!h["detail"].as_str().unwrap().is_empty(), "{h}");
     }
-    // With no --zone, the first zone the API lists.
-    assert!(hop(&report, "api")["detail"]
-        .as_str()
-        .unwrap()
-        .contains("probes go to zone nord"));
+    // With no --zone and no zone in the thresholds, the first zone with a recent
+    // heartbeat; both zones' heartbeats are checked.
+    assert_eq!(report["zone"], "nord", "{shown}");
+    assert_eq!(
+        report["zones"],
+        serde_json::json!(["nord", "sud"]),
+        "{shown}"
+    );
+    assert_eq!(
+        report["zone_choice"],
+        "probes went to zone nord: the first zone with a heartbeat younger than 1m 30s; \
+         heartbeats checked: nord, sud (seen with a heartbeat in 24 h)",
+        "{shown}"
+    );
     assert!(hop(&report, "heartbeats")["detail"]
         .as_str()
         .unwrap()
@@ -252,6 +231,7 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
     assert_eq!(hop(&report, "mqtt publish")["ok"], true, "{shown}");
     let influx = hop(&report, "influxdb");
     assert_eq!(influx["ok"], false, "{shown}");
+    assert_eq!(influx["cause"], "not_seen", "{shown}");
     assert!(
         influx["detail"]
             .as_str()
@@ -266,12 +246,14 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
             h["detail"].as_str().unwrap().starts_with("skipped"),
             "{shown}"
         );
+        assert_eq!(h["cause"], "skipped", "{shown}");
     }
     assert_eq!(hop(&report, "heartbeats")["ok"], true, "{shown}");
     assert_eq!(hop(&report, "broker $SYS")["ok"], true, "{shown}");
     assert!(stderr.contains("failed: influxdb"), "{shown}");
 
-    // The table says which hop failed and why.
+    // The table says which hop failed and why, within 80 columns (a pipe), the
+    // whole detail below it.
     let (code, stdout, _, shown) =
         arng(&["check-e2e", "--zone", "nord", "--timeout", "2s"], &env).await;
     assert_eq!(code, Some(1), "{shown}");
@@ -283,6 +265,174 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
         line.contains("FAIL") && line.contains("not in InfluxDB"),
         "{shown}"
     );
+    let table_end = stdout.find('╯').unwrap_or_else(|| panic!("{shown}"));
+    for l in stdout[..table_end].lines() {
+        assert!(l.chars().count() <= 80, "{l:?}{shown}");
+    }
+    assert!(
+        stdout[table_end..]
+            .lines()
+            .any(|l| l.starts_with('[') && l.contains("] influxdb: probe not in InfluxDB")),
+        "{shown}"
+    );
+    assert!(
+        stdout.contains("probes went to zone nord: named with --zone"),
+        "{shown}"
+    );
+}
+
+/// Issue 16: a zone that fell silent is neither probed nor, once excluded, checked;
+/// and a check whose own INFLUX_URL is wrong says so at once on the hops that use
+/// it, while the hops that do not (REST, alerts) pass on their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_e2e_names_each_hops_own_cause_and_probes_a_live_zone() {
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let _ingest = IngestProc::start(&broker, &db, &[]);
+    let serve = ServeProc::start(&broker, &db, &[]);
+    // "a-old" sorts first but its sensors fell silent an hour ago.
+    heartbeats_aged(&broker, &["a-old"], 3600).await;
+    heartbeats(&broker, &["nord", "sud"]).await;
+    eventually(
+        "the three heartbeats in InfluxDB",
+        Duration::from_secs(20),
+        || async { (count_points(&db, "heartbeats", "sensors", "").await >= 3).then_some(()) },
+    )
+    .await;
+    api_knows(&serve, &["nord", "sud"]).await;
+    let env = client_env(&broker, &db, Some(&serve.url()));
+
+    // Without --zone: the probe goes to nord, not to the silent zone; the heartbeat
+    // hop names the silent zone and how to leave it out.
+    let (code, stdout, _, shown) = arng(&["check-e2e", "--json", "--timeout", "20s"], &env).await;
+    assert_eq!(code, Some(1), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(report["zone"], "nord", "{shown}");
+    let beats = hop(&report, "heartbeats");
+    assert_eq!(beats["cause"], "not_seen", "{shown}");
+    let detail = beats["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("a-old 36") && detail.contains("--exclude-zone"),
+        "{shown}"
+    );
+    for h in report["hops"].as_array().unwrap() {
+        if h["name"] != "heartbeats" {
+            assert_eq!(h["ok"], true, "{h}{shown}");
+            assert!(h["cause"].is_null(), "{h}{shown}");
+        }
+    }
+    // Left out, it is no longer checked (environment variable and flag alike).
+    let mut excluded = env.clone();
+    excluded.push(("ARNG_EXCLUDE_ZONES".to_owned(), "a-old".to_owned()));
+    let (code, stdout, _, shown) =
+        arng(&["check-e2e", "--json", "--timeout", "20s"], &excluded).await;
+    assert_eq!(code, Some(0), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(
+        report["zones"],
+        serde_json::json!(["nord", "sud"]),
+        "{shown}"
+    );
+    assert!(
+        hop(&report, "heartbeats")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("excluded: a-old"),
+        "{shown}"
+    );
+
+    // Only this check's INFLUX_URL is wrong: nothing listens there.
+    let nowhere = format!("http://127.0.0.1:{}", common::free_port());
+    let mut wrong = excluded.clone();
+    wrong.retain(|(k, _)| k != "INFLUX_URL");
+    wrong.push(("INFLUX_URL".to_owned(), nowhere.clone()));
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr, shown) =
+        arng(&["check-e2e", "--json", "--timeout", "60s"], &wrong).await;
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{shown}");
+    // Fails fast: nowhere near the 60 s a hop may take.
+    assert!(took < Duration::from_secs(30), "took {took:?}{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    // The zone still comes from the broker's retained heartbeats.
+    assert_eq!(report["zone"], "nord", "{shown}");
+    for name in ["influxdb", "heartbeats"] {
+        let h = hop(&report, name);
+        assert_eq!(h["ok"], false, "{shown}");
+        assert_eq!(h["cause"], "connection_refused", "{shown}");
+        let detail = h["detail"].as_str().unwrap();
+        assert!(
+            detail.to_lowercase().contains("connection refused") && detail.contains(&nowhere),
+            "{shown}"
+        );
+        assert!(detail.contains("INFLUX_URL"), "{shown}");
+        assert!(
+            h["latency_ms"].as_f64().unwrap() < 10_000.0,
+            "{name} waited{shown}"
+        );
+    }
+    // The hops that do not query this InfluxDB do not share its failure.
+    for name in [
+        "api",
+        "mqtt publish",
+        "rest latest",
+        "alert mqtt",
+        "alert rest",
+        "alert cleared",
+        "broker $SYS",
+    ] {
+        assert_eq!(hop(&report, name)["ok"], true, "{name}{shown}");
+    }
+    assert!(
+        stderr.contains("2 hop(s) failed: influxdb, heartbeats"),
+        "{shown}"
+    );
+}
+
+/// Issue 15: a probe account without the right to publish on the probed zone. The
+/// broker (MQTT 5) refuses the probe at once with reason 0x87: the publish hop fails
+/// with that reason, named topic and account, instead of waiting out the timeout or
+/// passing (MQTT 3.1.1 acknowledges a refused publish). Only the broker is needed:
+/// the hops after the publish are skipped, the API and InfluxDB are not running.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_e2e_names_a_refused_probe_with_the_account() {
+    let broker = Mosquitto::start();
+    let (user, pass) = account("sensor-nord");
+    let dead = |scheme: &str| format!("{scheme}://127.0.0.1:{}", common::free_port());
+    let env = vec![
+        ("ARNG_MQTT_URL".to_owned(), broker.url()),
+        ("ARNG_MQTT_USERNAME".to_owned(), user),
+        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
+        ("ARNG_API_URL".to_owned(), dead("http")),
+        ("INFLUX_URL".to_owned(), dead("http")),
+    ];
+    let (code, stdout, _, shown) = arng(
+        &["check-e2e", "--json", "--zone", "sud", "--timeout", "8s"],
+        &env,
+    )
+    .await;
+    assert_eq!(code, Some(1), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    let publish = hop(&report, "mqtt publish");
+    assert_eq!(publish["ok"], false, "{shown}");
+    assert_eq!(
+        publish["detail"],
+        "the broker refused the publish on entrepot/sud/e2e-probe/v1: not authorized \
+         (account sensor-nord)",
+        "{shown}"
+    );
+    // Answered, not timed out: well below the 8 s the hop may wait. (The $SYS hop
+    // does wait: the broker grants the subscription and then delivers nothing this
+    // account may not read.)
+    let took = publish["latency_ms"].as_f64().unwrap_or(f64::MAX);
+    assert!(took < 4_000.0, "{took} ms{shown}");
+    for name in &PROBE_HOPS[1..] {
+        let h = hop(&report, name);
+        assert!(
+            h["detail"].as_str().unwrap().starts_with("skipped"),
+            "{name}{shown}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,7 +443,7 @@ async fn latency_reports_ordered_percentiles_and_heartbeat_freshness() {
     let serve = ServeProc::start(&broker, &db, &[]);
     heartbeats(&broker, &["nord", "sud"]).await;
     api_knows(&serve, &["nord", "sud"]).await;
-    let env = client_env(&broker, &db, Some(&serve));
+    let env = client_env(&broker, &db, Some(&serve.url()));
 
     let (code, stdout, stderr, shown) = arng(
         &[
@@ -495,6 +645,8 @@ fn bad_usage_exits_2_with_one_line() {
         &["check-e2e", "--zone", "Nord"],
         &["check-e2e", "--api-url", "ftp://x"],
         &["check-e2e", "--heartbeat-max-age", "soon"],
+        &["check-e2e", "--zone", "nord,sud", "--exclude-zone", "sud"],
+        &["check-e2e", "--exclude-zone", "Sud"],
         &["latency", "--samples", "0"],
         &["latency", "--samples", "3", "--duration", "5s"],
         &["latency", "--timeout", "0s"],

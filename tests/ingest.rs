@@ -379,8 +379,23 @@ async fn bad_payloads_and_topics_are_counted_and_dead_lettered() {
         (r, "[1,2]".into(), "not_an_object"),
         (
             r,
-            format!(r#"{{"timestamp":"{ts}","temp":20,"hum":40,"alert_level":"normal"}}"#),
+            format!(r#"{{"version":1,"timestamp":"{ts}","hum":40,"alert_level":"normal"}}"#),
             "missing_field",
+        ),
+        (
+            r,
+            format!(r#"{{"version":1,"timestamp":"{ts}","temp":20,"temp":99,"hum":40}}"#),
+            "duplicate_key",
+        ),
+        (
+            r,
+            format!(r#"{{"seq":18446744073709551615,{ok_rest}}}"#),
+            "out_of_range",
+        ),
+        (
+            r,
+            r#"{"timestamp":"2099-12-31T23:59:59Z","temp":20,"hum":40}"#.to_owned(),
+            "future_timestamp",
         ),
         (
             r,
@@ -434,7 +449,11 @@ async fn bad_payloads_and_topics_are_counted_and_dead_lettered() {
             format!(r#"{{"version":1,{ok_rest}}}"#),
             "invalid_name",
         ),
-        ("entrepot/heartbeat/nord", "{}".into(), "missing_field"),
+        (
+            "entrepot/heartbeat/nord",
+            r#"{"timestamp":4102444799}"#.into(),
+            "future_timestamp",
+        ),
         ("entrepot/alerts/nord", "{}".into(), "invalid_alert"),
         (
             "entrepot/config/thresholds",

@@ -135,7 +135,7 @@ impl Recorder {
 
     fn alerts(&self, zone: &str) -> Vec<Alert> {
         let z = Zone::new(zone).unwrap();
-        self.on(&format!("entrepot/alerts/{zone}"))
+        self.on(&format!("entrepot/alerts/{zone}/sensor"))
             .iter()
             .map(|m| {
                 Alert::parse(&z, m.payload.as_bytes())
@@ -214,6 +214,32 @@ async fn finish(child: Child, within: Duration) -> Output {
             panic!("arng (pid {pid}) did not exit within {within:?}");
         }
     }
+}
+
+/// With `child` publishing: waits for `before` readings, restarts the broker, waits
+/// for `after` readings on the new one, then stops `child` with SIGTERM. Returns its
+/// output and the recorder of the readings after the restart.
+async fn restart_mid_run(
+    broker: &mut Mosquitto,
+    child: Child,
+    before: usize,
+    after: usize,
+) -> (Output, Recorder) {
+    {
+        let early = Recorder::start(broker, "entrepot/#").await;
+        eventually("readings before the restart", PATIENCE, || async {
+            (early.readings().values().map(Vec::len).sum::<usize>() >= before).then_some(())
+        })
+        .await;
+    }
+    broker.restart();
+    let late = Recorder::start(broker, "entrepot/+/+/v1").await;
+    eventually("readings after the restart", PATIENCE, || async {
+        (late.readings().values().map(Vec::len).sum::<usize>() >= after).then_some(())
+    })
+    .await;
+    signal(&child, "-TERM");
+    (finish(child, PATIENCE).await, late)
 }
 
 fn summary(args: &[&str], out: &Output) -> serde_json::Value {
@@ -550,22 +576,7 @@ async fn reconnects_after_a_broker_restart_without_losing_readings() {
         "100ms",
         "--json",
     ];
-    let child = spawn(&args, &env);
-    {
-        let before = Recorder::start(&broker, "entrepot/#").await;
-        eventually("readings before the restart", PATIENCE, || async {
-            (before.readings().values().map(Vec::len).sum::<usize>() >= 6).then_some(())
-        })
-        .await;
-    }
-    broker.restart();
-    let after = Recorder::start(&broker, "entrepot/+/+/v1").await;
-    eventually("readings after the restart", PATIENCE, || async {
-        (after.readings().values().map(Vec::len).sum::<usize>() >= 10).then_some(())
-    })
-    .await;
-    signal(&child, "-TERM");
-    let out = finish(child, PATIENCE).await;
+    let (out, after) = restart_mid_run(&mut broker, spawn(&args, &env), 6, 10).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&args, &out));
     let s = summary(&args, &out);
     assert!(s["connections"][0]["reconnects"].as_u64() >= Some(1), "{s}");
@@ -624,6 +635,226 @@ async fn per_zone_accounts_publish_under_their_own_names() {
     assert!(!live.on("entrepot/heartbeat/sud").is_empty());
     let s = summary(&args, &out);
     assert_eq!(s["connections"].as_array().unwrap().len(), 2, "{s}");
+}
+
+/// Issue 15: a zone account publishing another zone's readings. Mosquitto drops them
+/// (ACL) and, to an MQTT 5 client, says so in the PUBACK (0x87 not authorized): the
+/// run counts them per topic and ends with one line naming a topic, the count and the
+/// account, instead of "all acknowledged".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_account_publishing_another_zone_is_refused_and_named() {
+    let broker = Mosquitto::start();
+    let live = Recorder::start(&broker, "entrepot/#").await;
+    let args = [
+        "simulate",
+        "--zones",
+        "nord,sud",
+        "--sensors-per-zone",
+        "2",
+        "--interval",
+        "100ms",
+        "--count",
+        "3",
+        "--client-id",
+        "sensor-nord",
+        "--no-alerts",
+        "--json",
+    ];
+    let out = run(&args, &env(&broker, "sensor-nord")).await;
+    let ctx = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{ctx}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{ctx}");
+    for needle in [
+        "refused 6 message(s)",
+        "3 on entrepot/sud/s",
+        "for account sensor-nord",
+        "not authorized",
+    ] {
+        assert!(errors[0].contains(needle), "{needle:?} missing{ctx}");
+    }
+    // Each refused topic is also said once as it happens.
+    for sensor in ["s1", "s2"] {
+        let topic = format!("entrepot/sud/{sensor}/v1");
+        let said = stderr
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(&topic))
+            .count();
+        assert_eq!(said, 1, "{topic}{ctx}");
+    }
+
+    let s = summary(&args, &out);
+    assert_eq!(s["ok"], false, "{s}");
+    assert_eq!(s["readings"], 12, "{s}");
+    assert_eq!(s["messages_refused"], 6, "{s}");
+    assert_eq!(s["unacked"], 0, "{s}");
+    assert_eq!(
+        s["messages_acked"].as_u64().unwrap() + 6,
+        s["messages_sent"].as_u64().unwrap(),
+        "{s}"
+    );
+    assert_eq!(s["refusals_detectable"], true, "{s}");
+    assert_eq!(s["connections"][0]["mqtt_version"], "5", "{s}");
+    assert_eq!(s["connections"][0]["refused"], 6, "{s}");
+    let mut refused: Vec<(String, u64, String)> = s["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert_eq!(t["account"], "sensor-nord", "{s}");
+            assert!(t["reason"].as_str().unwrap().contains("0x87"), "{s}");
+            (
+                t["topic"].as_str().unwrap().to_owned(),
+                t["count"].as_u64().unwrap(),
+                t["client_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        vec![
+            ("entrepot/sud/s1/v1".into(), 3, "sensor-nord".into()),
+            ("entrepot/sud/s2/v1".into(), 3, "sensor-nord".into()),
+        ],
+        "{s}"
+    );
+
+    // What the broker let through is what was acknowledged: nord's readings only.
+    live.wait_for("entrepot/status/sensor-nord", "offline")
+        .await;
+    let readings = live.readings();
+    let zones: BTreeSet<&str> = readings.keys().map(|(z, _)| z.as_str()).collect();
+    assert_eq!(zones, BTreeSet::from(["nord"]), "{readings:?}");
+    assert!(readings.values().all(|rs| rs.len() == 3), "{readings:?}");
+}
+
+/// The same account on its own zone: nothing refused, exit 0, the readings arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_account_publishing_its_own_zone_is_acknowledged() {
+    let broker = Mosquitto::start();
+    let live = Recorder::start(&broker, "entrepot/#").await;
+    let args = [
+        "simulate",
+        "--zones",
+        "nord",
+        "--sensors-per-zone",
+        "2",
+        "--interval",
+        "100ms",
+        "--count",
+        "3",
+        "--client-id",
+        "sensor-nord",
+        "--no-alerts",
+    ];
+    let out = run(&args, &env(&broker, "sensor-nord")).await;
+    let ctx = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(0), "{ctx}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("acknowledged, 0 refused by the broker"),
+        "{ctx}"
+    );
+    live.wait_for("entrepot/status/sensor-nord", "offline")
+        .await;
+    let readings = live.readings();
+    assert_eq!(readings.len(), 2, "{readings:?}");
+    assert!(readings.values().all(|rs| rs.len() == 3), "{readings:?}");
+}
+
+/// Refusals are paired with their topic by the order rumqttc writes publishes; a
+/// broker restart moves what was queued or in flight back into the pending queue.
+/// Readings go three nord, three sud, so a pairing shifted by a few messages would
+/// name a nord topic as refused. `--rate max` keeps rumqttc's request channel full,
+/// so the restart catches thousands of requests queued and in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_topics_stay_right_across_a_broker_restart() {
+    let mut broker = Mosquitto::start();
+    let env = env(&broker, "sensor-nord");
+    let args = [
+        "simulate",
+        "--zones",
+        "nord,sud",
+        "--sensors-per-zone",
+        "3",
+        "--rate",
+        "max",
+        "--connections",
+        "1",
+        "--client-id",
+        "sensor-nord",
+        "--no-alerts",
+        "--json",
+    ];
+    let (out, after) = restart_mid_run(&mut broker, spawn(&args, &env), 10, 10).await;
+    let ctx = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{ctx}");
+    let s = summary(&args, &out);
+    assert!(s["connections"][0]["reconnects"].as_u64() >= Some(1), "{s}");
+    assert_eq!(s["unacked"], 0, "{s}");
+    let refused = s["messages_refused"].as_u64().unwrap();
+    assert!(refused >= 10, "{s}");
+    assert_eq!(
+        s["messages_acked"].as_u64().unwrap() + refused,
+        s["messages_sent"].as_u64().unwrap(),
+        "{s}"
+    );
+    let mut counted = 0;
+    for t in s["refused"].as_array().unwrap() {
+        let topic = t["topic"].as_str().unwrap();
+        assert!(
+            topic.starts_with("entrepot/sud/"),
+            "{topic} named as refused: {s}"
+        );
+        counted += t["count"].as_u64().unwrap();
+    }
+    assert_eq!(counted, refused, "every refusal paired with a topic: {s}");
+    // Nothing nord was refused, so every nord reading got through.
+    assert!(after.readings().keys().all(|(z, _)| z == "nord"));
+}
+
+/// QoS 2 refusals past the broker's Receive Maximum (`max_inflight_messages 1000`):
+/// rumqttc 0.25 never frees the in-flight slot of a refused QoS 2 publish, so without
+/// the repair in `mqtt::v5` the connection would stall after 1000 refusals and the
+/// run would end with thousands of messages unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_refusals_beyond_the_inflight_window_do_not_stall_the_run() {
+    let broker = Mosquitto::start();
+    let live = Recorder::start(&broker, "entrepot/nord/#").await;
+    let args = [
+        "simulate",
+        "--zones",
+        "nord,sud",
+        "--sensors-per-zone",
+        "50",
+        "--interval",
+        "20ms",
+        "--count",
+        "30",
+        "--qos",
+        "2",
+        "--client-id",
+        "sensor-nord",
+        "--no-alerts",
+        "--ack-timeout",
+        "20s",
+        "--json",
+    ];
+    let out = run(&args, &env(&broker, "sensor-nord")).await;
+    let ctx = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(1), "{ctx}");
+    let s = summary(&args, &out);
+    assert_eq!(s["messages_refused"], 1500, "{s}");
+    assert_eq!(s["unacked"], 0, "{s}");
+    // Refused topics are kept by name up to a bound; the rest is counted.
+    assert_eq!(s["refused"].as_array().unwrap().len(), 16, "{s}");
+    eventually("every nord reading", PATIENCE, || async {
+        let n: usize = live.readings().values().map(Vec::len).sum();
+        (n == 1500).then_some(())
+    })
+    .await;
 }
 
 #[test]

@@ -23,6 +23,7 @@ fn reading(zone: &str, sensor: &str, seq: u64, ms: i64) -> Reading {
         temp: 20.0 + seq as f64 / 100.0,
         hum: 45.5,
         alert_level: AlertLevel::Normal,
+        provenance: Default::default(),
     }
 }
 

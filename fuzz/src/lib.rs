@@ -196,7 +196,7 @@ fn topic_kind(t: &Topic) -> &'static str {
     match t {
         Topic::Reading { .. } => "reading",
         Topic::Heartbeat { .. } => "heartbeat",
-        Topic::Alert { .. } => "alert",
+        Topic::Alert { .. } | Topic::SensorAlert { .. } => "alert",
         Topic::Status { .. } => "status",
         Topic::Thresholds => "thresholds",
         Topic::DeadLetter { .. } => "deadletter",

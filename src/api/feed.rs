@@ -13,6 +13,7 @@ use super::{queries, AppState, LiveEvent, ThresholdSource};
 use crate::config::MqttArgs;
 use crate::domain::topic::{self, Topic};
 use crate::domain::{Alert, Heartbeat, Reading, Thresholds};
+use crate::supervision::is_probe;
 
 /// The status topic of the API process (its last will says `offline`).
 pub fn status_topic() -> String {
@@ -89,20 +90,34 @@ fn on_publish(state: &AppState, topic: &str, payload: &[u8]) {
     // Invalid messages are ingest's business (it dead-letters them); the API skips them.
     match Topic::parse(topic) {
         Ok(Topic::Reading { zone, sensor }) => {
-            if let Ok(r) = Reading::parse(&zone, &sensor, payload) {
-                state.live_write().on_reading(&r, now);
-                state.publish_event(LiveEvent::new("reading", r.to_json()));
+            // The default (liberal) policy, as ingest's default: the lab's readings
+            // without timestamp or level show here too, dated and levelled by the API.
+            if let Ok(mut r) = Reading::parse(&zone, &sensor, payload) {
+                if r.provenance.level_derived {
+                    r.apply_thresholds(&state.thresholds().0);
+                }
+                // A reading dated too far ahead changes nothing (live.rs says why).
+                if state.live_write().on_reading(&r, now) {
+                    let probe = is_probe(r.sensor.as_str());
+                    state.publish_event(LiveEvent::new("reading", r.to_json()).probe(probe));
+                }
             }
         }
         Ok(Topic::Heartbeat { zone }) => {
             if let Ok(h) = Heartbeat::parse(&zone, payload) {
-                state.live_write().on_heartbeat(&h);
-                state.publish_event(LiveEvent::new("heartbeat", h.to_json()));
+                if state.live_write().on_heartbeat(&h, now) {
+                    state.publish_event(LiveEvent::new("heartbeat", h.to_json()));
+                }
             }
         }
-        Ok(Topic::Alert { zone }) => {
-            if let Ok(a) = Alert::parse(&zone, payload) {
-                state.publish_event(LiveEvent::new("alert", a.to_json()));
+        Ok(ref t @ (Topic::Alert { ref zone } | Topic::SensorAlert { ref zone })) => {
+            // A source the topic does not allow is a forgery (AlertSource::allowed_on).
+            if let Some(a) = Alert::parse(zone, payload)
+                .ok()
+                .filter(|a| a.source.allowed_on(t))
+            {
+                let probe = a.sensor.as_ref().is_some_and(|s| is_probe(s.as_str()));
+                state.publish_event(LiveEvent::new("alert", a.to_json()).probe(probe));
             }
         }
         Ok(Topic::Thresholds) => match Thresholds::from_json(payload) {

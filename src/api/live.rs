@@ -4,6 +4,16 @@
 //! and `GET /zones` answer from here, without a query per request.
 //!
 //! Pure: updates and views take the current time as an argument.
+//!
+//! One odd reading must not change what the view says about a zone (issue 15):
+//! - nothing dated more than [`MAX_CLOCK_AHEAD`] after the API's clock enters it, from
+//!   MQTT or InfluxDB (a reading dated 2099 showed as the zone's `last_seen`, and,
+//!   being the "newest", froze the sensor's MQTT side for good);
+//! - a late reading does not replace a newer one, and ages (`age_s`, `age_ms`) are
+//!   never negative: a clock a little fast reads as "just now";
+//! - the supervision probe ([`crate::supervision::PROBE_SENSOR`]) is no sensor of the
+//!   warehouse: the views leave it out unless asked (`include_probe`), and a zone only
+//!   the probe has spoken in is not listed.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +23,7 @@ use utoipa::ToSchema;
 
 use crate::domain::payload::format_timestamp;
 use crate::domain::{AlertLevel, Heartbeat, Reading, SensorId, Zone};
+use crate::supervision::{is_probe, MAX_CLOCK_AHEAD};
 
 /// A reading as last seen on MQTT, with the time the API received it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -26,6 +37,10 @@ pub struct MqttReading {
     pub seq: Option<u64>,
     /// When the API received it on MQTT (RFC 3339).
     pub received_at: String,
+    /// `"api"` when the payload had no timestamp and `timestamp` is the API's time of
+    /// receipt (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stamped_by: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub timestamp_ms: i64,
@@ -43,6 +58,10 @@ pub struct StoredReading {
     pub seq: Option<i64>,
     /// Now minus `timestamp`: how old the newest stored point is, in milliseconds.
     pub age_ms: i64,
+    /// `"ingest"` when the payload had no timestamp and ingest dated the point at
+    /// receipt (absent otherwise; docs/data-model.md says what that costs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stamped_by: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub timestamp_ms: i64,
@@ -107,6 +126,7 @@ struct InfluxSlot {
     hum: Option<f64>,
     alert_level: Option<AlertLevel>,
     seq: Option<i64>,
+    stamped_by_ingest: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -131,6 +151,8 @@ pub struct StoredPoint {
     pub hum: Option<f64>,
     pub alert_level: Option<AlertLevel>,
     pub seq: Option<i64>,
+    /// The point carries `stamped_by="ingest"`.
+    pub stamped_by_ingest: bool,
 }
 
 /// The cache.
@@ -145,8 +167,18 @@ fn ts(ms: i64) -> String {
     format_timestamp(DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
+/// Is `ms` later than `now_ms` by more than [`MAX_CLOCK_AHEAD`]?
+fn too_far_ahead(ms: i64, now_ms: i64) -> bool {
+    ms.saturating_sub(now_ms) > MAX_CLOCK_AHEAD.as_millis() as i64
+}
+
 impl LiveState {
-    pub fn on_reading(&mut self, r: &Reading, now: DateTime<Utc>) {
+    /// Takes a reading received on MQTT at `now`; false (and nothing changes) when it
+    /// is dated too far ahead of `now`.
+    pub fn on_reading(&mut self, r: &Reading, now: DateTime<Utc>) -> bool {
+        if too_far_ahead(r.timestamp.timestamp_millis(), now.timestamp_millis()) {
+            return false;
+        }
         let slot = self
             .sensors
             .entry(r.zone.clone())
@@ -156,7 +188,7 @@ impl LiveState {
         let ms = r.timestamp.timestamp_millis();
         // Keep the newest reading: a late redelivery must not move the view back.
         if slot.mqtt.as_ref().is_some_and(|m| m.timestamp_ms > ms) {
-            return;
+            return true;
         }
         slot.mqtt = Some(MqttReading {
             timestamp: format_timestamp(r.timestamp),
@@ -165,14 +197,22 @@ impl LiveState {
             alert_level: r.alert_level,
             seq: r.seq,
             received_at: format_timestamp(now),
+            stamped_by: r.provenance.stamped_on_receipt.then(|| "api".to_owned()),
             timestamp_ms: ms,
         });
+        true
     }
 
-    pub fn on_heartbeat(&mut self, h: &Heartbeat) {
-        let slot = self.heartbeats.entry(h.zone.clone()).or_default();
+    /// Takes a heartbeat received on MQTT at `now`; false when it is dated too far
+    /// ahead of `now`.
+    pub fn on_heartbeat(&mut self, h: &Heartbeat, now: DateTime<Utc>) -> bool {
         let ms = h.timestamp.timestamp_millis();
+        if too_far_ahead(ms, now.timestamp_millis()) {
+            return false;
+        }
+        let slot = self.heartbeats.entry(h.zone.clone()).or_default();
         slot.mqtt_ms = Some(slot.mqtt_ms.map_or(ms, |old| old.max(ms)));
+        true
     }
 
     /// Replaces the InfluxDB side with a fresh read of the last points.
@@ -187,7 +227,11 @@ impl LiveState {
                 slot.influx = None;
             }
         }
-        for p in points {
+        let now_ms = now.timestamp_millis();
+        for p in points
+            .into_iter()
+            .filter(|p| !too_far_ahead(p.time_ms, now_ms))
+        {
             let slot = self
                 .sensors
                 .entry(p.zone)
@@ -200,19 +244,28 @@ impl LiveState {
                 hum: p.hum,
                 alert_level: p.alert_level,
                 seq: p.seq,
+                stamped_by_ingest: p.stamped_by_ingest,
             });
         }
         for slot in self.heartbeats.values_mut() {
             slot.influx_ms = None;
         }
         for (zone, ms) in heartbeats {
-            self.heartbeats.entry(zone).or_default().influx_ms = Some(ms);
+            if !too_far_ahead(ms, now_ms) {
+                self.heartbeats.entry(zone).or_default().influx_ms = Some(ms);
+            }
         }
-        self.influx_refreshed_ms = Some(now.timestamp_millis());
+        self.influx_refreshed_ms = Some(now_ms);
     }
 
-    pub fn knows(&self, zone: &Zone) -> bool {
-        self.sensors.contains_key(zone) || self.heartbeats.contains_key(zone)
+    /// Has the zone sent anything: a heartbeat or a reading (the probe's counting
+    /// only with `include_probe`)?
+    pub fn knows(&self, zone: &Zone, include_probe: bool) -> bool {
+        self.heartbeats.contains_key(zone)
+            || self
+                .sensors
+                .get(zone)
+                .is_some_and(|m| m.keys().any(|s| include_probe || !is_probe(s.as_str())))
     }
 
     fn heartbeat(&self, zone: &Zone, now_ms: i64) -> HeartbeatStatus {
@@ -221,13 +274,19 @@ impl LiveState {
         HeartbeatStatus {
             last_mqtt: slot.mqtt_ms.map(ts),
             last_influx: slot.influx_ms.map(ts),
-            age_s: newest.map(|ms| (now_ms - ms) as f64 / 1000.0),
+            age_s: newest.map(|ms| now_ms.saturating_sub(ms).max(0) as f64 / 1000.0),
         }
     }
 
     /// The zone's sensors, MQTT and InfluxDB side by side; `None` for an unknown zone.
-    pub fn zone_latest(&self, zone: &Zone, now: DateTime<Utc>) -> Option<ZoneLatest> {
-        if !self.knows(zone) {
+    /// The probe is listed only with `include_probe`.
+    pub fn zone_latest(
+        &self,
+        zone: &Zone,
+        now: DateTime<Utc>,
+        include_probe: bool,
+    ) -> Option<ZoneLatest> {
+        if !self.knows(zone, include_probe) {
             return None;
         }
         let now_ms = now.timestamp_millis();
@@ -236,6 +295,7 @@ impl LiveState {
             .get(zone)
             .map(|m| {
                 m.iter()
+                    .filter(|(sensor, _)| include_probe || !is_probe(sensor.as_str()))
                     .map(|(sensor, slot)| {
                         let influx = slot.influx.map(|i| StoredReading {
                             timestamp: ts(i.time_ms),
@@ -243,7 +303,8 @@ impl LiveState {
                             hum: i.hum,
                             alert_level: i.alert_level,
                             seq: i.seq,
-                            age_ms: now_ms - i.time_ms,
+                            age_ms: now_ms.saturating_sub(i.time_ms).max(0),
+                            stamped_by: i.stamped_by_ingest.then(|| "ingest".to_owned()),
                             timestamp_ms: i.time_ms,
                         });
                         let lag_ms = match (&slot.mqtt, &influx) {
@@ -270,29 +331,29 @@ impl LiveState {
         })
     }
 
-    /// Every known zone with its freshness. The supervision probe
-    /// ([`crate::supervision::PROBE_SENSOR`]) is not a sensor of the zone: it counts
-    /// neither in `sensors`, `last_seen` nor `alert_level` (`/zones/{zone}/latest`
-    /// still lists it, which is how `arng check-e2e` sees it).
-    pub fn zones(&self, now: DateTime<Utc>) -> Vec<ZoneSummary> {
+    /// Every known zone with its freshness. The supervision probe counts neither in
+    /// `sensors`, `last_seen` nor `alert_level`, and a zone only it has spoken in is not
+    /// listed, unless `include_probe`.
+    pub fn zones(&self, now: DateTime<Utc>, include_probe: bool) -> Vec<ZoneSummary> {
         let now_ms = now.timestamp_millis();
         let mut names: Vec<&Zone> = self.sensors.keys().chain(self.heartbeats.keys()).collect();
         names.sort();
         names.dedup();
         names
             .into_iter()
+            .filter(|zone| self.knows(zone, include_probe))
             .map(|zone| {
                 let sensors = self.sensors.get(zone);
                 let mut last: Option<i64> = None;
                 let mut level = AlertLevel::Normal;
-                let real = || {
+                let shown = || {
                     sensors
                         .into_iter()
                         .flat_map(|m| m.iter())
-                        .filter(|(s, _)| !crate::supervision::is_probe(s.as_str()))
+                        .filter(|(s, _)| include_probe || !is_probe(s.as_str()))
                         .map(|(_, slot)| slot)
                 };
-                for slot in real() {
+                for slot in shown() {
                     let m = slot.mqtt.as_ref().map(|m| m.timestamp_ms);
                     let i = slot.influx.map(|x| x.time_ms);
                     last = last.max(m).max(i);
@@ -305,7 +366,7 @@ impl LiveState {
                 }
                 ZoneSummary {
                     zone: zone.to_string(),
-                    sensors: real().count(),
+                    sensors: shown().count(),
                     last_seen: last.map(ts),
                     alert_level: level,
                     heartbeat: self.heartbeat(zone, now_ms),
@@ -333,6 +394,7 @@ mod tests {
             temp,
             hum: 40.0,
             alert_level: AlertLevel::Normal,
+            provenance: Default::default(),
         }
     }
 
@@ -340,7 +402,7 @@ mod tests {
     fn correlates_mqtt_and_influx() {
         let mut s = LiveState::default();
         let nord = Zone::new("nord").unwrap();
-        assert!(s.zone_latest(&nord, t(0)).is_none());
+        assert!(s.zone_latest(&nord, t(0), false).is_none());
         s.on_reading(&reading("nord", "s1", 1_000_000, 21.0), t(1_000_050));
         s.on_reading(&reading("nord", "s1", 999_000, 99.0), t(1_000_060)); // late: ignored
         s.set_influx(
@@ -352,11 +414,12 @@ mod tests {
                 hum: Some(40.0),
                 alert_level: Some(AlertLevel::Normal),
                 seq: Some(0),
+                stamped_by_ingest: false,
             }],
             vec![(nord.clone(), 990_000)],
             t(1_000_100),
         );
-        let z = s.zone_latest(&nord, t(1_001_000)).unwrap();
+        let z = s.zone_latest(&nord, t(1_001_000), false).unwrap();
         assert_eq!(z.sensors.len(), 1);
         let s1 = &z.sensors[0];
         assert_eq!(s1.mqtt.as_ref().unwrap().temp, 21.0);
@@ -374,14 +437,20 @@ mod tests {
                 hum: Some(40.0),
                 alert_level: None,
                 seq: Some(1),
+                stamped_by_ingest: true,
             }],
             vec![],
             t(1_000_200),
         );
-        let z = s.zone_latest(&nord, t(1_001_000)).unwrap();
+        let z = s.zone_latest(&nord, t(1_001_000), false).unwrap();
         assert!(z.sensors[0].in_sync);
+        assert_eq!(
+            z.sensors[0].influx.as_ref().unwrap().stamped_by.as_deref(),
+            Some("ingest")
+        );
+        assert_eq!(z.sensors[0].mqtt.as_ref().unwrap().stamped_by, None);
         assert_eq!(z.heartbeat.age_s, None);
-        let zones = s.zones(t(1_001_000));
+        let zones = s.zones(t(1_001_000), false);
         assert_eq!(zones.len(), 1);
         assert_eq!(zones[0].sensors, 1);
         assert_eq!(
@@ -392,7 +461,7 @@ mod tests {
         let mut probe = reading("nord", crate::supervision::PROBE_SENSOR, 1_000_500, 40.0);
         probe.alert_level = AlertLevel::Critical;
         s.on_reading(&probe, t(1_000_600));
-        let zones = s.zones(t(1_001_000));
+        let zones = s.zones(t(1_001_000), false);
         assert_eq!(
             (zones[0].sensors, zones[0].alert_level),
             (1, AlertLevel::Normal)
@@ -401,6 +470,85 @@ mod tests {
             zones[0].last_seen.as_deref(),
             Some("1970-01-01T00:16:40.000Z")
         );
-        assert_eq!(s.zone_latest(&nord, t(1_001_000)).unwrap().sensors.len(), 2);
+        assert_eq!(
+            s.zone_latest(&nord, t(1_001_000), false)
+                .unwrap()
+                .sensors
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.zone_latest(&nord, t(1_001_000), true)
+                .unwrap()
+                .sensors
+                .len(),
+            2
+        );
+        let with_probe = s.zones(t(1_001_000), true);
+        assert_eq!(
+            (with_probe[0].sensors, with_probe[0].alert_level),
+            (2, AlertLevel::Critical)
+        );
+        // A zone only the probe has spoken in is not a zone of the warehouse.
+        s.on_reading(
+            &reading("sud", crate::supervision::PROBE_SENSOR, 1_000_500, 20.0),
+            t(1_000_600),
+        );
+        let sud = Zone::new("sud").unwrap();
+        assert!(s.zone_latest(&sud, t(1_001_000), false).is_none());
+        assert!(s.zone_latest(&sud, t(1_001_000), true).is_some());
+        assert_eq!(s.zones(t(1_001_000), false).len(), 1);
+        assert_eq!(s.zones(t(1_001_000), true).len(), 2);
+    }
+
+    /// Issue 15: a reading or heartbeat dated 2099 showed as the zone's `last_seen`
+    /// and gave `age_s: -2306170829`; one dated 29 minutes back moved nothing either.
+    #[test]
+    fn odd_timestamps_change_nothing() {
+        let now = 1_795_850_102_000;
+        let nord = Zone::new("nord").unwrap();
+        let mut s = LiveState::default();
+        assert!(s.on_reading(&reading("nord", "s1", now - 1_000, 21.0), t(now)));
+        let future = DateTime::parse_from_rfc3339("2099-12-31T23:59:59Z")
+            .unwrap()
+            .timestamp_millis();
+        assert!(!s.on_reading(&reading("nord", "s1", future, 99.0), t(now)));
+        assert!(!s.on_reading(&reading("ouest", "s1", future, 99.0), t(now)));
+        // 29 minutes back: kept out of the MQTT side, which has newer.
+        assert!(s.on_reading(&reading("nord", "s1", now - 29 * 60_000, 5.0), t(now)));
+        let hb = |ms: i64| Heartbeat {
+            zone: nord.clone(),
+            timestamp: t(ms),
+            sensors: None,
+        };
+        assert!(s.on_heartbeat(&hb(now - 5_000), t(now)));
+        assert!(!s.on_heartbeat(&hb(future), t(now)));
+        // A clock a little fast (within the margin) reads as "just now".
+        assert!(s.on_heartbeat(&hb(now + 60_000), t(now)));
+        s.set_influx(
+            vec![StoredPoint {
+                zone: nord.clone(),
+                sensor: SensorId::new("s2").unwrap(),
+                time_ms: future,
+                temp: Some(1.0),
+                hum: Some(1.0),
+                alert_level: Some(AlertLevel::Critical),
+                seq: None,
+                stamped_by_ingest: false,
+            }],
+            vec![(nord.clone(), future)],
+            t(now),
+        );
+        let zones = s.zones(t(now), false);
+        assert_eq!(zones.len(), 1, "{zones:?}");
+        assert_eq!(
+            zones[0].last_seen.as_deref(),
+            Some(ts(now - 1_000).as_str())
+        );
+        assert_eq!(zones[0].alert_level, AlertLevel::Normal);
+        assert_eq!(zones[0].heartbeat.age_s, Some(0.0));
+        let latest = s.zone_latest(&nord, t(now), false).unwrap();
+        assert_eq!(latest.sensors.len(), 1);
+        assert_eq!(latest.sensors[0].mqtt.as_ref().unwrap().temp, 21.0);
     }
 }

@@ -3,35 +3,45 @@
 //! - [`live`]: the in-memory view (last reading per sensor from MQTT and InfluxDB).
 //! - [`feed`]: what keeps it live (MQTT subscription, InfluxDB refresh).
 //! - [`queries`]: the Flux queries and their row mapping (pure).
-//! - [`routes`]: the handlers, annotated for the OpenAPI document.
+//! - [`routes`]: the route table and the small routes (page, health, metrics, events);
+//!   [`zones`], [`alerts`] and [`thresholds`]: the data routes; [`input`]: how they
+//!   read requests; [`openapi`]: the OpenAPI document and `/docs`.
 //! - [`supervise`]: the supervision indicators (`arng_indicator_*` on `/metrics`, and
 //!   the `supervision` measurement), evaluated every 10 s.
-//! - [`error`]: the JSON error body.
+//! - [`error`]: the JSON error body; [`connection`]: the same body on the errors hyper
+//!   answers by itself (a request target over 64 KiB...).
 //!
 //! [`router`] builds the whole application from an [`AppState`], so tests drive it
 //! in-process (`router(state).oneshot(request)`) or over a socket with [`serve`].
 
+mod alerts;
+pub mod connection;
 pub mod error;
 pub mod feed;
+mod input;
 pub mod live;
+pub mod openapi;
 pub mod queries;
 pub mod routes;
 pub mod supervise;
+mod thresholds;
+mod zones;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use rumqttc::AsyncClient;
 use tokio::sync::broadcast;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
@@ -68,11 +78,22 @@ impl ThresholdSource {
 pub struct LiveEvent {
     pub kind: &'static str,
     pub data: String,
+    /// About the supervision probe: sent only to `GET /events?include_probe=true`.
+    pub probe: bool,
 }
 
 impl LiveEvent {
     pub fn new(kind: &'static str, data: String) -> LiveEvent {
-        LiveEvent { kind, data }
+        LiveEvent {
+            kind,
+            data,
+            probe: false,
+        }
+    }
+
+    pub fn probe(mut self, probe: bool) -> LiveEvent {
+        self.probe = probe;
+        self
     }
 }
 
@@ -183,6 +204,69 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive (RFC 7235 section 2.1: `bearer`, `BEARER` are the same scheme);
+/// the token is what follows the blanks after it.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once([' ', '\t'])?;
+    let token = rest.trim_matches([' ', '\t']);
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Errors made by the layers rather than the handlers (the body limit's 413, the
+/// timeout's 503) come without a body, or with a plain-text one. Every error of the
+/// API is a JSON object with an `error` message, so those get one here. An error
+/// answer to a request with a body also closes the connection.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let mut resp = if !(status.is_client_error() || status.is_server_error()) || is_json {
+        resp
+    } else {
+        let error = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => input::body_too_large(),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::new(
+                status,
+                "no answer within the request timeout (arng serve --request-timeout)",
+            ),
+            _ => ApiError::new(
+                status,
+                status.canonical_reason().unwrap_or("request refused"),
+            ),
+        };
+        let (parts, _) = resp.into_parts();
+        let mut fresh = error.into_response();
+        for (name, value) in &parts.headers {
+            let keep = !matches!(
+                *name,
+                header::CONTENT_TYPE | header::CONTENT_LENGTH | header::CONTENT_ENCODING
+            );
+            if keep {
+                fresh.headers_mut().append(name, value.clone());
+            }
+        }
+        fresh
+    };
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        // Refused before its body was read to the end (too large, no token...), the
+        // connection cannot carry another request: a client that reused it would get
+        // an incomplete message instead of its next answer. Error paths only.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// Write routes need the bearer token; reads too when `protect_reads`. `/health` and
 /// `/ready` always answer (liveness and readiness probes carry no token).
 async fn authorize(
@@ -202,9 +286,9 @@ async fn authorize(
         };
         let given = req
             .headers()
-            .get("authorization")
+            .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         match given {
             None => {
                 return Err(ApiError::new(
@@ -268,6 +352,9 @@ pub fn router(state: AppState) -> Router {
     routes::routes()
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        // A body announced larger than the limit is refused before it is read; one
+        // that grows past it while streaming fails when the handler reads it.
+        .layer(RequestBodyLimitLayer::new(input::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(CompressionLayer::new())
@@ -275,19 +362,48 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             state.options.request_timeout,
         ))
+        .layer(middleware::from_fn(json_errors))
         .layer(cors)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` completes.
+/// Serves `router(state)` on `listener` until `shutdown` completes. Errors hyper
+/// answers by itself get a JSON body too ([`connection`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(connection::JsonErrorsListener::new(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for h in [
+            "Bearer tok-123",
+            "bearer tok-123",
+            "BEARER tok-123",
+            "bEaReR   tok-123 ",
+            "Bearer\ttok-123",
+        ] {
+            assert_eq!(bearer_token(h), Some("tok-123"), "{h:?}");
+        }
+        for h in [
+            "Basic dXNlcjpwdw==",
+            "Bearer",
+            "Bearer ",
+            "Bearertok-123",
+            "",
+        ] {
+            assert_eq!(bearer_token(h), None, "{h:?}");
+        }
+    }
 }

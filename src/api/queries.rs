@@ -14,6 +14,7 @@ use crate::domain::flux;
 use crate::domain::schema::{HEARTBEATS, READINGS};
 use crate::domain::{AlertLevel, SensorId, Zone};
 use crate::store::Record;
+use crate::supervision::{MAX_CLOCK_AHEAD, PROBE_SENSOR};
 
 /// Where a query's time range starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,9 +37,22 @@ fn from(bucket: &str) -> String {
     format!("from(bucket: {})", flux::string(bucket))
 }
 
-/// Every range ends an hour ahead of now, so points from a sensor whose clock runs
-/// a little fast are still shown (Flux's default stop is now()).
-const STOP: &str = "1h";
+/// Where every range stops: [`MAX_CLOCK_AHEAD`] after now, so points from a sensor
+/// whose clock runs a little fast are still shown (Flux's default stop is now()), and
+/// none dated further ahead (issue 15: a reading dated 2099 pinned a zone's
+/// `last_seen` in the future).
+fn stop() -> String {
+    flux::duration(MAX_CLOCK_AHEAD)
+}
+
+/// The Flux predicate that leaves the supervision probe's points out. Alerts without
+/// a sensor have no `sensor` column at all, hence `not exists`.
+fn not_probe() -> String {
+    format!(
+        "(not exists r.sensor or r.sensor != {})",
+        flux::string(PROBE_SENSOR)
+    )
+}
 
 /// The last reading of every sensor (optionally of one zone) within `lookback`.
 pub fn latest_readings(bucket: &str, zone: Option<&Zone>, lookback: Duration) -> String {
@@ -46,9 +60,10 @@ pub fn latest_readings(bucket: &str, zone: Option<&Zone>, lookback: Duration) ->
         format!(" and r.zone == {}", flux::string(z.as_str()))
     });
     format!(
-        r#"{} |> range(start: -{}, stop: {STOP}) |> filter(fn: (r) => r._measurement == {}{zone_filter}) |> last() |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")"#,
+        r#"{} |> range(start: -{}, stop: {}) |> filter(fn: (r) => r._measurement == {}{zone_filter}) |> last() |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")"#,
         from(bucket),
         flux::duration(lookback),
+        stop(),
         flux::string(READINGS),
     )
 }
@@ -56,27 +71,41 @@ pub fn latest_readings(bucket: &str, zone: Option<&Zone>, lookback: Duration) ->
 /// The last heartbeat of every zone within `lookback`.
 pub fn latest_heartbeats(bucket: &str, lookback: Duration) -> String {
     format!(
-        r#"{} |> range(start: -{}, stop: {STOP}) |> filter(fn: (r) => r._measurement == {} and r._field == "sensors") |> last()"#,
+        r#"{} |> range(start: -{}, stop: {}) |> filter(fn: (r) => r._measurement == {} and r._field == "sensors") |> last()"#,
         from(bucket),
         flux::duration(lookback),
+        stop(),
         flux::string(HEARTBEATS),
     )
 }
 
+/// The newest stored point of each sensor. `last()` works per field, so a field that
+/// only some points carry (`seq`, `stamped_by`) can have its last value at an older
+/// time than `temp`; the pivot then gives that sensor a second, older row. Only the
+/// newest row of each sensor is its last point.
 pub fn stored_points(rows: &[Record]) -> Vec<StoredPoint> {
-    rows.iter()
-        .filter_map(|r| {
-            Some(StoredPoint {
-                zone: Zone::new(r.str("zone")?).ok()?,
-                sensor: SensorId::new(r.str("sensor")?).ok()?,
-                time_ms: r.time("_time")?.timestamp_millis(),
-                temp: r.f64("temp"),
-                hum: r.f64("hum"),
-                alert_level: r.i64("alert_level").and_then(AlertLevel::from_code),
-                seq: r.i64("seq"),
-            })
+    let mut newest: std::collections::BTreeMap<(Zone, SensorId), StoredPoint> = Default::default();
+    for p in rows.iter().filter_map(|r| {
+        Some(StoredPoint {
+            zone: Zone::new(r.str("zone")?).ok()?,
+            sensor: SensorId::new(r.str("sensor")?).ok()?,
+            time_ms: r.time("_time")?.timestamp_millis(),
+            temp: r.f64("temp"),
+            hum: r.f64("hum"),
+            alert_level: r.i64("alert_level").and_then(AlertLevel::from_code),
+            seq: r.i64("seq"),
+            stamped_by_ingest: r.str("stamped_by") == Some("ingest"),
         })
-        .collect()
+    }) {
+        let key = (p.zone.clone(), p.sensor.clone());
+        match newest.get(&key) {
+            Some(old) if old.time_ms >= p.time_ms => {}
+            _ => {
+                newest.insert(key, p);
+            }
+        }
+    }
+    newest.into_values().collect()
 }
 
 pub fn heartbeat_times(rows: &[Record]) -> Vec<(Zone, i64)> {
@@ -90,10 +119,22 @@ pub fn heartbeat_times(rows: &[Record]) -> Vec<(Zone, i64)> {
         .collect()
 }
 
-/// Mean temperature and humidity per sensor in windows of `every` over `range`.
-pub fn history(bucket: &str, zone: &Zone, range: Duration, every: Duration) -> String {
+/// Mean temperature and humidity per sensor in windows of `every` over `range`
+/// (without the supervision probe unless `include_probe`).
+pub fn history(
+    bucket: &str,
+    zone: &Zone,
+    range: Duration,
+    every: Duration,
+    include_probe: bool,
+) -> String {
+    let probe_filter = if include_probe {
+        String::new()
+    } else {
+        format!(" and {}", not_probe())
+    };
     format!(
-        r#"{} |> range(start: -{}) |> filter(fn: (r) => r._measurement == {} and r.zone == {} and (r._field == "temp" or r._field == "hum")) |> aggregateWindow(every: {}, fn: mean, createEmpty: false) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group(columns: ["sensor"]) |> sort(columns: ["_time"])"#,
+        r#"{} |> range(start: -{}) |> filter(fn: (r) => r._measurement == {} and r.zone == {}{probe_filter} and (r._field == "temp" or r._field == "hum")) |> aggregateWindow(every: {}, fn: mean, createEmpty: false) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group(columns: ["sensor"]) |> sort(columns: ["_time"])"#,
         from(bucket),
         flux::duration(range),
         flux::string(READINGS),
@@ -144,15 +185,20 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Alerts since `since`, newest first, optionally of one zone and severity.
+/// Alerts since `since`, newest first, optionally of one zone and severity, without
+/// the supervision probe's unless `include_probe`.
 pub fn alerts(
     bucket: &str,
     zone: Option<&Zone>,
     severity: Option<AlertLevel>,
     since: Since,
     limit: usize,
+    include_probe: bool,
 ) -> String {
     let mut filter = format!("r._measurement == {}", flux::string(ALERTS));
+    if !include_probe {
+        filter += &format!(" and {}", not_probe());
+    }
     if let Some(z) = zone {
         filter += &format!(" and r.zone == {}", flux::string(z.as_str()));
     }
@@ -160,9 +206,10 @@ pub fn alerts(
         filter += &format!(" and r.severity == {}", flux::string(s.as_str()));
     }
     format!(
-        r#"{} |> range(start: {}, stop: {STOP}) |> filter(fn: (r) => {filter}) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: {limit})"#,
+        r#"{} |> range(start: {}, stop: {}) |> filter(fn: (r) => {filter}) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value") |> group() |> sort(columns: ["_time"], desc: true) |> limit(n: {limit})"#,
         from(bucket),
         since.flux(),
+        stop(),
     )
 }
 
@@ -207,6 +254,43 @@ pub fn stored_alerts(rows: &[Record]) -> Vec<StoredAlert> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::csv::Value;
+
+    fn row(time_ms: i64, fields: &[(&str, Value)]) -> Record {
+        let mut r = Record::default();
+        r.values.insert("zone".into(), Value::String("nord".into()));
+        r.values
+            .insert("sensor".into(), Value::String("temp".into()));
+        r.values.insert(
+            "_time".into(),
+            Value::Time(DateTime::from_timestamp_millis(time_ms).unwrap()),
+        );
+        for (k, v) in fields {
+            r.values.insert((*k).into(), v.clone());
+        }
+        r
+    }
+
+    #[test]
+    fn a_sensor_has_one_last_point_whatever_the_pivot_gives() {
+        // The lab's message (stamped by ingest) then a reading with a timestamp: the
+        // pivot of the per-field last() gives an old row with only `stamped_by`.
+        let newer = row(
+            2_000,
+            &[
+                ("temp", Value::Double(31.5)),
+                ("alert_level", Value::Long(2)),
+            ],
+        );
+        let older = row(1_000, &[("stamped_by", Value::String("ingest".into()))]);
+        for rows in [vec![newer.clone(), older.clone()], vec![older, newer]] {
+            let points = stored_points(&rows);
+            assert_eq!(points.len(), 1, "{points:?}");
+            assert_eq!(points[0].time_ms, 2_000);
+            assert_eq!(points[0].temp, Some(31.5));
+            assert!(!points[0].stamped_by_ingest);
+        }
+    }
 
     #[test]
     fn queries_quote_every_value() {
@@ -216,6 +300,11 @@ mod tests {
             &z,
             Duration::from_secs(3600),
             Duration::from_secs(60),
+            false,
+        );
+        assert!(
+            q.contains(r#"(not exists r.sensor or r.sensor != "e2e-probe")"#),
+            "{q}"
         );
         assert!(
             q.starts_with(r#"from(bucket: "my \"bucket\"") |> range(start: -3600s)"#),
@@ -231,11 +320,13 @@ mod tests {
             Some(AlertLevel::Critical),
             Since::At(DateTime::from_timestamp_millis(1_795_850_102_125).unwrap()),
             50,
+            true,
         );
         assert!(
-            q.contains("range(start: 2026-11-28T") && q.contains(".125Z, stop: 1h)"),
+            q.contains("range(start: 2026-11-28T") && q.contains(".125Z, stop: 300s)"),
             "{q}"
         );
+        assert!(!q.contains("e2e-probe"), "{q}");
         assert!(
             q.contains(r#"r.severity == "critical""#) && q.contains("limit(n: 50)"),
             "{q}"
@@ -245,9 +336,10 @@ mod tests {
             None,
             None,
             Since::Ago(Duration::from_secs(90)),
-            1
+            1,
+            false,
         )
-        .contains("range(start: -90s, stop: 1h)"));
+        .contains("range(start: -90s, stop: 300s)"));
         assert!(
             latest_readings("entrepot", Some(&z), Duration::from_secs(86400))
                 .contains(r#"r.zone == "nord""#)

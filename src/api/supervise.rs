@@ -13,9 +13,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{info, warn};
 
+use super::live::ZoneSummary;
 use super::AppState;
-use crate::domain::flux;
 use crate::domain::schema::{supervision_point, BROKER, INGEST};
+use crate::domain::{flux, Thresholds, Zone};
 use crate::metrics::Registry;
 use crate::store::{Record, StoreError};
 use crate::supervision::{
@@ -107,10 +108,11 @@ pub fn set_gauges(r: &Registry, indicators: &[Indicator]) {
     }
 }
 
-/// ingest's lag p99 and spool bytes over the report window.
+/// ingest's lag p99 (with the samples it summarises) and spool bytes over the report
+/// window.
 pub fn ingest_query(bucket: &str) -> String {
     format!(
-        r#"from(bucket: {}) |> range(start: -{}, stop: 1h) |> filter(fn: (r) => r._measurement == {} and (r._field == "lag_p99_s" or r._field == "spool_bytes"))"#,
+        r#"from(bucket: {}) |> range(start: -{}, stop: 1h) |> filter(fn: (r) => r._measurement == {} and (r._field == "lag_p99_s" or r._field == "lag_samples" or r._field == "readings" or r._field == "spool_bytes"))"#,
         flux::string(bucket),
         flux::duration(INGEST_REPORT_WINDOW),
         flux::string(INGEST),
@@ -138,19 +140,31 @@ pub fn broker_dropped_query(bucket: &str, lookback: Duration) -> String {
     )
 }
 
-/// (worst lag p99, total spool bytes of each instance's last report, any report).
+/// (lag the indicator reports, total spool bytes of each instance's last report, any
+/// report). The lag is [`supervision::witnessed_lag`] over every report of the window:
+/// at least three readings had it, so one odd reading cannot turn the indicator red.
 pub fn ingest_inputs(rows: &[Record]) -> (Option<f64>, Option<f64>, bool) {
-    let mut lag: Option<f64> = None;
+    #[derive(Default)]
+    struct Report {
+        p99: Option<f64>,
+        samples: Option<f64>,
+        readings: Option<f64>,
+    }
+    let mut reports: HashMap<(String, i64), Report> = HashMap::new();
     let mut spool: HashMap<String, (i64, f64)> = HashMap::new();
     for r in rows {
         let (Some(field), Some(v)) = (r.str("_field"), r.f64("_value")) else {
             continue;
         };
+        let t = r.time("_time").map_or(0, |t| t.timestamp_millis());
+        let instance = r.str("instance").unwrap_or_default().to_owned();
+        let key = (instance.clone(), t);
         match field {
-            "lag_p99_s" => lag = Some(lag.map_or(v, |l| l.max(v))),
+            "lag_p99_s" => reports.entry(key).or_default().p99 = Some(v),
+            // Written by ingest since issue 15; `readings` stands in for older ones.
+            "lag_samples" => reports.entry(key).or_default().samples = Some(v),
+            "readings" => reports.entry(key).or_default().readings = Some(v),
             "spool_bytes" => {
-                let t = r.time("_time").map_or(0, |t| t.timestamp_millis());
-                let instance = r.str("instance").unwrap_or_default().to_owned();
                 let e = spool.entry(instance).or_insert((t, v));
                 if t >= e.0 {
                     *e = (t, v);
@@ -159,6 +173,14 @@ pub fn ingest_inputs(rows: &[Record]) -> (Option<f64>, Option<f64>, bool) {
             _ => {}
         }
     }
+    let lags: Vec<(f64, u64)> = reports
+        .values()
+        .filter_map(|r| {
+            let n = r.samples.or(r.readings).unwrap_or(1.0);
+            Some((r.p99?, n.max(1.0) as u64))
+        })
+        .collect();
+    let lag = supervision::witnessed_lag(&lags);
     let reporting = !spool.is_empty() || lag.is_some();
     let spool_total = (!spool.is_empty()).then(|| spool.values().map(|(_, v)| v).sum());
     (lag, spool_total, reporting)
@@ -168,14 +190,11 @@ async fn gather(state: &AppState) -> Inputs {
     let bucket = state.influx.bucket();
     let now = Utc::now();
     let (thresholds, _, _) = state.thresholds();
-    let heartbeat_ages_s = state
-        .live()
-        .zones(now)
-        .into_iter()
-        .map(|z| (z.zone, z.heartbeat.age_s))
-        .collect();
+    let (heartbeat_ages_s, zones_without_heartbeat) =
+        heartbeat_inputs(&state.live().zones(now, false), &thresholds);
     let mut inputs = Inputs {
         heartbeat_ages_s,
+        zones_without_heartbeat,
         heartbeat_limit_s: thresholds.silence_after_s as f64,
         ..Inputs::default()
     };
@@ -206,6 +225,32 @@ async fn gather(state: &AppState) -> Inputs {
     inputs
 }
 
+/// The zones whose heartbeat the freshness indicator watches, with its age: those that
+/// have sent one, and those with thresholds of their own (configured, so expected);
+/// and, apart, the zones seen only through readings (named in the detail, not
+/// counted: one stray reading in a new zone would otherwise keep the indicator red).
+pub fn heartbeat_inputs(
+    zones: &[ZoneSummary],
+    thresholds: &Thresholds,
+) -> (Vec<(String, Option<f64>)>, Vec<String>) {
+    let mut watched = Vec::new();
+    let mut without = Vec::new();
+    for z in zones {
+        let configured = Zone::new(&z.zone).is_ok_and(|n| thresholds.zones.contains_key(&n));
+        if z.heartbeat.age_s.is_some() || configured {
+            watched.push((z.zone.clone(), z.heartbeat.age_s));
+        } else {
+            without.push(z.zone.clone());
+        }
+    }
+    for zone in thresholds.zones.keys() {
+        if !zones.iter().any(|z| z.zone == zone.as_str()) {
+            watched.push((zone.to_string(), None));
+        }
+    }
+    (watched, without)
+}
+
 /// How often `arng serve` evaluates the indicators.
 pub const INTERVAL: Duration = SUPERVISION_INTERVAL;
 
@@ -233,13 +278,59 @@ mod tests {
     fn ingest_reports_combine_instances() {
         let rows = [
             row("lag_p99_s", "a", 1, 0.4),
+            row("lag_samples", "a", 1, 30.0),
             row("lag_p99_s", "b", 1, 0.9),
+            row("lag_samples", "b", 1, 30.0),
             row("spool_bytes", "a", 1, 100.0),
             row("spool_bytes", "a", 2, 0.0),
             row("spool_bytes", "b", 1, 50.0),
         ];
         assert_eq!(ingest_inputs(&rows), (Some(0.9), Some(50.0), true));
         assert_eq!(ingest_inputs(&[]), (None, None, false));
+        // Issue 15: one reading 29 minutes late in a quiet report (one sample) among
+        // normal ones does not make the lag; `readings` counts for an older ingest.
+        let rows = [
+            row("lag_p99_s", "a", 1, 1722.0),
+            row("lag_samples", "a", 1, 1.0),
+            row("lag_p99_s", "a", 2, 0.3),
+            row("lag_samples", "a", 2, 1.0),
+            row("lag_p99_s", "a", 3, 0.2),
+            row("readings", "a", 3, 6.0),
+        ];
+        assert_eq!(ingest_inputs(&rows).0, Some(0.2));
+    }
+
+    #[test]
+    fn heartbeats_are_watched_for_zones_that_send_them_or_are_configured() {
+        let zone = |name: &str, age: Option<f64>| ZoneSummary {
+            zone: name.into(),
+            sensors: 1,
+            last_seen: None,
+            alert_level: crate::domain::AlertLevel::Normal,
+            heartbeat: super::super::live::HeartbeatStatus {
+                last_mqtt: None,
+                last_influx: None,
+                age_s: age,
+            },
+        };
+        let mut t = Thresholds::default();
+        t.zones.insert(Zone::new("froid").unwrap(), t.default);
+        t.zones.insert(Zone::new("quai").unwrap(), t.default);
+        let zones = [
+            zone("nord", Some(12.0)),
+            zone("stray", None),
+            zone("froid", None),
+        ];
+        let (watched, without) = heartbeat_inputs(&zones, &t);
+        assert_eq!(
+            watched,
+            vec![
+                ("nord".into(), Some(12.0)),
+                ("froid".into(), None),
+                ("quai".into(), None)
+            ]
+        );
+        assert_eq!(without, vec!["stray".to_owned()]);
     }
 
     #[test]

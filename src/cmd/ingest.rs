@@ -2,27 +2,29 @@
 //! SIGTERM or Ctrl-C, then flushes what it holds, acknowledges what was written and
 //! disconnects. Prometheus metrics on `--metrics-port`.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::config::{InfluxArgs, MqttArgs};
+use crate::config::Backends;
 use crate::domain::names::validate_name;
 use crate::domain::Thresholds;
+use crate::help::heading;
 use crate::ingest::{IngestConfig, IngestMetrics};
 use crate::metrics::Registry;
+use crate::units::{parse_positive_duration, parse_size};
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::INGEST, after_help = EXAMPLES)]
 pub struct Args {
+    // The payload options are ingest's own: first, so they take its heading.
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
+    pub payload: crate::ingest::reader::PayloadArgs,
 
     /// MQTT client id. Keep it stable: the broker holds this session's messages while
     /// ingest is down and delivers them when it returns. Each process of a shared
@@ -83,8 +85,10 @@ pub struct Args {
     #[arg(long, env = "ARNG_BATCH_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub batch_timeout: Duration,
 
-    /// Where batches wait on disk while InfluxDB is unavailable
-    /// [default: $XDG_STATE_HOME/arng/spool/<client-id>, i.e. ~/.local/state/arng/spool/<client-id>].
+    /// Where batches wait on disk while InfluxDB is unavailable [default:
+    /// $XDG_STATE_HOME/arng/spool/CLIENT_ID, else ~/.local/state/arng/spool/CLIENT_ID,
+    /// else under the system's temporary directory; never the working directory].
+    /// The log says which at start.
     #[arg(long, env = "ARNG_SPOOL_DIR", value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
@@ -110,7 +114,21 @@ pub struct Args {
           default_missing_value = "true", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub broker_stats: bool,
+
+    // Last: these groups set the heading of what follows them (crate::help). A new
+    // option of ingest goes above.
+    #[command(flatten)]
+    pub backends: Backends,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  # The reference stack's ingest account, metrics on http://127.0.0.1:9100/metrics
+  ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=ingest-dev arng ingest
+  # Two processes sharing the stream (each its own client id and metrics port)
+  arng ingest --share-group ingest --client-id arng-ingest-2 --metrics-port 9101
+  # Batches wait in this directory (up to 2 GiB) while InfluxDB is down
+  arng ingest --spool-dir /var/lib/arng/spool --spool-max 2GiB";
 
 fn parse_client_id(s: &str) -> Result<String, String> {
     if s.is_empty()
@@ -129,55 +147,60 @@ fn parse_group(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 200ms, 5s, 1m)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
-
-/// `123`, `64KiB`, `256MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (expected e.g. 256MiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        u => {
-            return Err(format!(
-                "unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
-        }
-    };
-    let v = n.checked_mul(mult).ok_or("size too large")?;
-    if v == 0 {
-        return Err("must be greater than zero".into());
-    }
-    Ok(v)
-}
-
 fn parse_thresholds_file(path: &str) -> Result<Thresholds, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     Thresholds::from_json(&bytes).map_err(|e| format!("{path}: {e}"))
 }
 
-fn default_spool_dir(client_id: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("arng").join("spool").join(client_id)
+/// Where the spool goes without --spool-dir, and why there: never under the working
+/// directory (issue 16: without HOME it used to land in ./arng/spool). XDG's state
+/// directory, else ~/.local/state, else the system's temporary directory (said as a
+/// warning: a reboot may empty it). Relative or empty variables are ignored, as the
+/// XDG specification asks.
+fn default_spool_dir(
+    xdg_state_home: Option<OsString>,
+    home: Option<OsString>,
+    user: Option<OsString>,
+    temp: PathBuf,
+    client_id: &str,
+) -> (PathBuf, SpoolBase) {
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    let (base, why) = if let Some(state) = absolute(xdg_state_home) {
+        (state, SpoolBase::XdgStateHome)
+    } else if let Some(home) = absolute(home) {
+        (home.join(".local").join("state"), SpoolBase::Home)
+    } else {
+        // One directory per user in a directory every user shares.
+        let user = user
+            .and_then(|u| u.into_string().ok())
+            .filter(|u| parse_client_id(u).is_ok())
+            .unwrap_or_else(|| "user".into());
+        (temp.join(format!("arng-{user}")), SpoolBase::Temp)
+    };
+    (base.join("arng").join("spool").join(client_id), why)
+}
+
+/// Which rule of [`default_spool_dir`] chose the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpoolBase {
+    Flag,
+    XdgStateHome,
+    Home,
+    Temp,
+}
+
+impl SpoolBase {
+    fn describe(self) -> &'static str {
+        match self {
+            SpoolBase::Flag => "--spool-dir / ARNG_SPOOL_DIR",
+            SpoolBase::XdgStateHome => "default: $XDG_STATE_HOME/arng/spool/<client-id>",
+            SpoolBase::Home => "default: $HOME/.local/state/arng/spool/<client-id>",
+            SpoolBase::Temp => {
+                "default without $XDG_STATE_HOME or $HOME: the system's temporary directory, \
+                 which a reboot may empty; choose a lasting place with --spool-dir"
+            }
+        }
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -190,13 +213,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     info!(%addr, "metrics on http://{addr}/metrics");
     let metrics_server = tokio::spawn(crate::metrics::serve(listener, registry.clone()));
 
-    let spool_dir = args
-        .spool_dir
-        .clone()
-        .unwrap_or_else(|| default_spool_dir(&args.client_id));
+    let (spool_dir, base) = match args.spool_dir.clone() {
+        Some(dir) => (dir, SpoolBase::Flag),
+        None => default_spool_dir(
+            std::env::var_os("XDG_STATE_HOME"),
+            std::env::var_os("HOME"),
+            std::env::var_os("USER").or_else(|| std::env::var_os("LOGNAME")),
+            std::env::temp_dir(),
+            &args.client_id,
+        ),
+    };
+    if base == SpoolBase::Temp {
+        warn!(spool = %spool_dir.display(), "spool in {} ({})", spool_dir.display(), base.describe());
+    } else {
+        info!(spool = %spool_dir.display(), "spool in {} ({})", spool_dir.display(), base.describe());
+    }
     let cfg = IngestConfig {
-        mqtt: args.mqtt,
-        influx: args.influx,
+        mqtt: args.backends.mqtt,
+        influx: args.backends.influx,
         client_id: args.client_id,
         share_group: args.share_group,
         batch_size: args.batch_size as usize,
@@ -210,10 +244,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         write_timeout: args.write_timeout,
         tick: Duration::from_secs(1),
         broker_stats: args.broker_stats,
+        read_policy: args.payload.policy(),
     };
     info!(broker = %cfg.mqtt.url, influx = %cfg.influx.url, bucket = %cfg.influx.bucket,
           client_id = %cfg.client_id, share_group = ?cfg.share_group, spool = %cfg.spool_dir.display(), "ingest starting");
-    let result = crate::ingest::run(cfg, metrics, super::shutdown_signal()).await;
+    let result = crate::ingest::run(cfg, metrics, crate::shutdown::signal()).await;
     metrics_server.abort();
     result.context("ingest stopped on an error")?;
     info!("ingest stopped cleanly");
@@ -225,14 +260,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12XB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
+    fn the_spool_never_defaults_to_the_working_directory() {
+        let os = |s: &str| Some(OsString::from(s));
+        let tmp = PathBuf::from("/tmp");
+        let spool = |xdg, home, user| default_spool_dir(xdg, home, user, tmp.clone(), "ing-1");
+        assert_eq!(
+            spool(os("/state"), os("/home/a"), None),
+            (
+                PathBuf::from("/state/arng/spool/ing-1"),
+                SpoolBase::XdgStateHome
+            )
+        );
+        assert_eq!(
+            spool(None, os("/home/a"), None),
+            (
+                PathBuf::from("/home/a/.local/state/arng/spool/ing-1"),
+                SpoolBase::Home
+            )
+        );
+        // Relative or empty values are ignored (XDG Base Directory specification).
+        assert_eq!(
+            spool(os("state"), os(""), os("ana")).0,
+            PathBuf::from("/tmp/arng-ana/arng/spool/ing-1")
+        );
+        let (dir, base) = spool(None, None, None);
+        assert_eq!(
+            (dir.as_path(), base),
+            (
+                std::path::Path::new("/tmp/arng-user/arng/spool/ing-1"),
+                SpoolBase::Temp
+            )
+        );
+        assert!(base.describe().contains("--spool-dir"));
+        // A user name that is no safe path component is not used as one.
+        assert_eq!(
+            spool(None, None, os("../x")).0,
+            PathBuf::from("/tmp/arng-user/arng/spool/ing-1")
+        );
     }
 
     #[test]
@@ -242,6 +306,5 @@ mod tests {
         assert!(parse_client_id("").is_err());
         assert!(parse_group("g1").is_ok());
         assert!(parse_group("a/b").is_err());
-        assert!(parse_positive_duration("0s").is_err());
     }
 }

@@ -1,54 +1,30 @@
 //! `arng latency`: how long does a reading take to become visible, measured with real
-//! probe readings (sensor `e2e-probe`, see [`crate::supervision`]) published one at a
-//! time, and how fresh is each zone's heartbeat. Percentiles come from an
-//! HdrHistogram (microsecond resolution, 3 significant digits).
-//!
-//! Measured paths, each from the moment the probe is handed to the MQTT client:
-//! - `broker_ack`: the broker's PUBACK (QoS 1);
-//! - `publish_to_influxdb`: a Flux query finds the point (polled every 25 ms);
-//! - `publish_to_api_mqtt`: `GET /zones/{zone}/latest` shows it on its MQTT side;
-//! - `publish_to_rest`: `GET /zones/{zone}/latest` shows it on its InfluxDB side (what
-//!   an API client sees; includes the API's refresh period, `serve --influx-refresh`);
-//! - `influx_age_at_api`: at that moment, `influx.age_ms` of the answer: the API's
-//!   clock minus the point's `_time` (the probe's timestamp, from our clock).
-//!
-//! Heartbeat freshness: after each probe, `now() - last(_time)` of every zone's
-//! heartbeat in InfluxDB.
+//! probe readings published one at a time, and how fresh is each zone's heartbeat.
+//! The paths measured and how are [`crate::probe::latency`]'s; this command shows a
+//! progress bar on a terminal, then prints the percentiles as tables or JSON.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use chrono::Utc;
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rumqttc::QoS;
-use serde::Serialize;
-use tabled::builder::Builder;
-use tabled::settings::Style;
-use tokio::time::Instant;
 
-use super::check_e2e::{
-    last_heartbeats, parse_zone, poll, probe_in_influx, ApiClient, Prober, POLL_EVERY,
-};
-use super::ingest::parse_positive_duration;
-use crate::config::{ApiArgs, InfluxArgs, MqttArgs};
-use crate::domain::topic::THRESHOLDS_TOPIC;
-use crate::domain::{AlertLevel, Zone};
-use crate::store::InfluxClient;
-use crate::supervision;
+use crate::config::{parse_zone, Chain};
+use crate::domain::Zone;
+use crate::help::heading;
+use crate::probe::latency::{render_table, LatencyRun};
+use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::LATENCY, after_help = EXAMPLES)]
 pub struct Args {
     /// Number of probe readings to measure (one at a time).
-    #[arg(long, default_value_t = 20, conflicts_with = "duration",
+    #[arg(long, env = "ARNG_LATENCY_SAMPLES", default_value_t = 20, conflicts_with = "duration",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub samples: u32,
 
     /// Measure for this long instead of a number of samples (e.g. 1m).
-    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_LATENCY_DURATION", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
     /// Zone the probes are published in [default: the first zone that GET /zones lists].
@@ -56,207 +32,47 @@ pub struct Args {
     pub zone: Option<Zone>,
 
     /// Pause between two probes.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_LATENCY_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration,
+          value_name = "DURATION")]
     pub interval: Duration,
 
     /// How long one probe may take to be visible everywhere before it counts as lost.
-    #[arg(long, default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_LATENCY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration,
+          value_name = "DURATION")]
     pub timeout: Duration,
 
     /// Print the result as JSON: {"zone", "samples", "lost", "paths": {<path>: {"p50_ms",
     /// "p90_ms", "p99_ms", "max_ms", "samples"}}, "heartbeats": {<zone>: {..., "latest_ms"}}}.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     pub json: bool,
 
-    // Last: clap's help headings of these groups carry over to later options.
+    // Last: these groups set the heading of what follows them (crate::help).
     #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
-
-    #[command(flatten)]
-    pub api: ApiArgs,
+    pub chain: Chain,
 }
 
-/// Consecutive lost probes after which the measurement stops.
-const MAX_LOST_IN_A_ROW: u32 = 3;
-
-/// The measured paths, in report order, with what each one measures.
-pub const PATHS: [(&str, &str); 5] = [
-    ("broker_ack", "publish → broker PUBACK (QoS 1)"),
-    (
-        "publish_to_influxdb",
-        "publish → point found by a Flux query",
-    ),
-    (
-        "publish_to_api_mqtt",
-        "publish → GET /zones/{zone}/latest, MQTT side",
-    ),
-    (
-        "publish_to_rest",
-        "publish → GET /zones/{zone}/latest, InfluxDB side",
-    ),
-    (
-        "influx_age_at_api",
-        "API clock − InfluxDB _time (influx.age_ms) when first served",
-    ),
-];
-
-/// Percentiles of one path, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Percentiles {
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub samples: u64,
-}
-
-/// Latencies of one path, recorded in microseconds.
-#[derive(Debug, Clone)]
-pub struct Recorder(Histogram<u64>);
-
-impl Default for Recorder {
-    fn default() -> Self {
-        // 1 µs to 1 h at 3 significant digits: fixed, small memory.
-        Recorder(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid"))
-    }
-}
-
-impl Recorder {
-    /// Records `d`; values outside 1 µs..1 h are clamped to the range (a
-    /// measurement rounded to 0 is still a measurement).
-    pub fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.0.saturating_record(us.max(1));
-    }
-
-    pub fn record_ms(&mut self, ms: f64) {
-        if ms.is_finite() {
-            self.record(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
-        }
-    }
-
-    /// None before the first sample. Ordered: p50 ≤ p90 ≤ p99 ≤ max.
-    pub fn percentiles(&self) -> Option<Percentiles> {
-        let h = &self.0;
-        if h.is_empty() {
-            return None;
-        }
-        let to_ms = |us: u64| us as f64 / 1000.0;
-        let max = h.max();
-        let q = |x: f64| to_ms(h.value_at_quantile(x).min(max));
-        Some(Percentiles {
-            p50_ms: q(0.50),
-            p90_ms: q(0.90),
-            p99_ms: q(0.99),
-            max_ms: to_ms(max),
-            samples: h.len(),
-        })
-    }
-}
-
-/// Heartbeat freshness of one zone.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct HeartbeatFreshness {
-    #[serde(flatten)]
-    pub age: Percentiles,
-    /// The age at the last sample.
-    pub latest_ms: f64,
-}
-
-/// What `--json` prints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LatencyReport {
-    pub zone: String,
-    /// Probes published.
-    pub samples: u64,
-    /// Probes not seen on every path within --timeout.
-    pub lost: u64,
-    /// Per path; null when nothing was measured on it.
-    pub paths: BTreeMap<String, Option<Percentiles>>,
-    pub heartbeats: BTreeMap<String, HeartbeatFreshness>,
-    /// Why probes were lost (the first few).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
-}
+const EXAMPLES: &str = "\
+Examples:
+  # 20 probes in the first zone the API lists, as tables
+  arng latency
+  # One minute of probes in zone nord, one every 500 ms, for a script
+  arng latency --zone nord --duration 1m --interval 500ms --json
+  # The API of another host
+  arng latency --samples 100 --api-url http://arng.example.com:8000";
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.timeout.is_zero() {
-        return Err(super::UsageError("--timeout must be greater than zero".into()).into());
-    }
-    let api = ApiClient::new(&args.api, args.timeout);
-    let influx = InfluxClient::with_timeout(&args.influx, args.timeout);
-    let zone = match args.zone.clone() {
-        Some(z) => z,
-        None => api
-            .zones()
-            .await
-            .map_err(anyhow::Error::msg)?
-            .into_iter()
-            .next()
-            .context("GET /zones lists no zone to probe yet: pass --zone")?,
-    };
-    let client_id = format!("arng-latency-{}", std::process::id());
-    let mut prober = Prober::connect(&args.mqtt, &client_id, args.timeout).await?;
-    prober
-        .subscribe(
-            vec![(THRESHOLDS_TOPIC.to_owned(), QoS::AtLeastOnce)],
-            Instant::now() + args.timeout,
-        )
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let thresholds = prober.retained_thresholds(Duration::from_millis(500)).await;
-    let (temp, hum) = supervision::normal_probe_values(thresholds.for_zone(&zone));
-
     let bar = progress(&args);
-    let started = Instant::now();
-    let mut m = Measurements::default();
-    let mut lost_in_a_row = 0;
-    loop {
-        let done = match args.duration {
-            Some(d) => started.elapsed() >= d,
-            None => m.samples >= u64::from(args.samples),
-        };
-        if done {
-            break;
-        }
-        let r = prober.reading(&zone, temp, hum, AlertLevel::Normal);
-        m.samples += 1;
-        match sample(&mut prober, &api, &influx, &zone, &r, args.timeout, &mut m).await {
-            Ok(()) => lost_in_a_row = 0,
-            Err(e) => {
-                m.lost += 1;
-                lost_in_a_row += 1;
-                if m.errors.len() < 5 {
-                    m.errors
-                        .push(format!("probe seq={}: {e}", r.seq.unwrap_or_default()));
-                }
-            }
-        }
-        // A broken chain would cost a whole --timeout per probe: stop and say so.
-        if lost_in_a_row >= MAX_LOST_IN_A_ROW {
-            m.errors.push(format!(
-                "stopped after {MAX_LOST_IN_A_ROW} probes lost in a row (try arng check-e2e)"
-            ));
-            bar.finish_and_clear();
-            break;
-        }
-        heartbeat_sample(&influx, &mut m).await;
-        match args.duration {
-            Some(d) => bar.set_position(started.elapsed().as_secs().min(d.as_secs())),
-            None => bar.inc(1),
-        }
-        bar.set_message(format!("{} lost", m.lost));
-        if !args.interval.is_zero() {
-            tokio::time::sleep(args.interval).await;
-        }
-    }
+    let measurement = LatencyRun {
+        chain: args.chain,
+        zone: args.zone,
+        samples: args.samples,
+        duration: args.duration,
+        interval: args.interval,
+        timeout: args.timeout,
+    };
+    let report = measurement.run(&bar).await;
     bar.finish_and_clear();
-    prober.disconnect().await;
-
-    let report = m.report(&zone);
+    let report = report?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -294,273 +110,4 @@ fn progress(args: &Args) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar
-}
-
-#[derive(Default)]
-struct Measurements {
-    samples: u64,
-    lost: u64,
-    errors: Vec<String>,
-    paths: BTreeMap<&'static str, Recorder>,
-    heartbeats: BTreeMap<String, (Recorder, f64)>,
-}
-
-impl Measurements {
-    fn record(&mut self, path: &'static str, d: Duration) {
-        self.paths.entry(path).or_default().record(d);
-    }
-
-    fn report(&self, zone: &Zone) -> LatencyReport {
-        LatencyReport {
-            zone: zone.to_string(),
-            samples: self.samples,
-            lost: self.lost,
-            paths: PATHS
-                .iter()
-                .map(|(p, _)| {
-                    (
-                        (*p).to_owned(),
-                        self.paths.get(p).and_then(Recorder::percentiles),
-                    )
-                })
-                .collect(),
-            heartbeats: self
-                .heartbeats
-                .iter()
-                .filter_map(|(z, (r, latest))| {
-                    Some((
-                        z.clone(),
-                        HeartbeatFreshness {
-                            age: r.percentiles()?,
-                            latest_ms: *latest,
-                        },
-                    ))
-                })
-                .collect(),
-            errors: self.errors.clone(),
-        }
-    }
-}
-
-/// Publishes one probe and times it on every path.
-async fn sample(
-    prober: &mut Prober,
-    api: &ApiClient,
-    influx: &InfluxClient,
-    zone: &Zone,
-    r: &crate::domain::Reading,
-    timeout: Duration,
-    m: &mut Measurements,
-) -> Result<(), String> {
-    let seq = r.seq.unwrap_or_default();
-    let t0 = Instant::now();
-    let deadline = t0 + timeout;
-    let acked = prober.publish(r, deadline).await?;
-    m.record("broker_ack", acked);
-    let (in_influx, over_rest) = tokio::join!(
-        poll(deadline, || probe_in_influx(influx, zone, seq, r.timestamp)),
-        watch_rest(api, zone, seq, deadline)
-    );
-    let mut missing = Vec::new();
-    match in_influx {
-        Ok(((), at)) => m.record("publish_to_influxdb", at - t0),
-        Err(e) => missing.push(format!(
-            "not in InfluxDB{}",
-            e.map(|e| format!(" ({e})")).unwrap_or_default()
-        )),
-    }
-    if let Some(at) = over_rest.mqtt_at {
-        m.record("publish_to_api_mqtt", at - t0);
-    }
-    match over_rest.influx {
-        Some((at, age_ms)) => {
-            m.record("publish_to_rest", at - t0);
-            if let Some(age) = age_ms {
-                m.paths
-                    .entry("influx_age_at_api")
-                    .or_default()
-                    .record_ms(age as f64);
-            }
-        }
-        None => missing.push(format!(
-            "not served by GET /zones/{zone}/latest{}",
-            over_rest
-                .error
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        )),
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} within {}",
-            missing.join(", "),
-            humantime::format_duration(timeout)
-        ))
-    }
-}
-
-#[derive(Debug, Default)]
-struct RestSeen {
-    mqtt_at: Option<Instant>,
-    /// When the InfluxDB side showed it, and its `age_ms` then.
-    influx: Option<(Instant, Option<i64>)>,
-    error: Option<String>,
-}
-
-/// Polls `GET /zones/{zone}/latest` until its InfluxDB side shows probe `seq`,
-/// noting when the MQTT side showed it first.
-async fn watch_rest(api: &ApiClient, zone: &Zone, seq: u64, deadline: Instant) -> RestSeen {
-    let mut seen = RestSeen::default();
-    while Instant::now() < deadline {
-        match tokio::time::timeout_at(deadline, api.probe_view(zone, seq)).await {
-            Err(_) => break,
-            Ok(Err(e)) => seen.error = Some(e),
-            Ok(Ok(view)) => {
-                seen.error = None;
-                let now = Instant::now();
-                let view = view.unwrap_or_default();
-                if view.mqtt && seen.mqtt_at.is_none() {
-                    seen.mqtt_at = Some(now);
-                }
-                if view.influx {
-                    seen.influx = Some((now, view.influx_age_ms));
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
-    seen
-}
-
-/// Records `now() - last(_time)` of every zone's heartbeat.
-async fn heartbeat_sample(influx: &InfluxClient, m: &mut Measurements) {
-    let Ok(last) = last_heartbeats(influx).await else {
-        return;
-    };
-    let now = Utc::now();
-    for (zone, t) in last {
-        let age_ms = (now - t).num_milliseconds().max(0) as f64;
-        let entry = m.heartbeats.entry(zone).or_default();
-        entry.0.record_ms(age_ms);
-        entry.1 = age_ms;
-    }
-}
-
-fn render_table(r: &LatencyReport) -> String {
-    let f = |v: f64| format!("{v:.1} ms");
-    let mut b = Builder::default();
-    b.push_record(["path", "samples", "p50", "p90", "p99", "max", "what"]);
-    for (name, what) in PATHS {
-        let what = what.replace("{zone}", &r.zone);
-        match r.paths.get(name).copied().flatten() {
-            Some(p) => b.push_record([
-                name.to_owned(),
-                p.samples.to_string(),
-                f(p.p50_ms),
-                f(p.p90_ms),
-                f(p.p99_ms),
-                f(p.max_ms),
-                what,
-            ]),
-            None => b.push_record([
-                name.to_owned(),
-                "0".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                what,
-            ]),
-        }
-    }
-    let mut out = format!(
-        "zone {}: {} probe(s), {} lost\n{}",
-        r.zone,
-        r.samples,
-        r.lost,
-        b.build().with(Style::rounded())
-    );
-    let mut h = Builder::default();
-    h.push_record([
-        "zone",
-        "samples",
-        "heartbeat age p50",
-        "p99",
-        "max",
-        "latest",
-    ]);
-    for (zone, hb) in &r.heartbeats {
-        let s = |v: f64| format!("{:.1} s", v / 1000.0);
-        h.push_record([
-            zone.clone(),
-            hb.age.samples.to_string(),
-            s(hb.age.p50_ms),
-            s(hb.age.p99_ms),
-            s(hb.age.max_ms),
-            s(hb.latest_ms),
-        ]);
-    }
-    if r.heartbeats.is_empty() {
-        out.push_str("\nno heartbeat in InfluxDB in the last 24 h");
-    } else {
-        out.push_str(&format!("\n{}", h.build().with(Style::rounded())));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_ordered_and_in_milliseconds() {
-        let mut r = Recorder::default();
-        assert_eq!(r.percentiles(), None);
-        for i in 1..=1000u64 {
-            r.record(Duration::from_micros(i * 1000));
-        }
-        let p = r.percentiles().unwrap();
-        assert_eq!(p.samples, 1000);
-        assert!((p.p50_ms - 500.0).abs() <= 0.5, "{p:?}");
-        assert!((p.p90_ms - 900.0).abs() <= 1.0, "{p:?}");
-        assert!((p.p99_ms - 990.0).abs() <= 1.0, "{p:?}");
-        assert!((p.max_ms - 1000.0).abs() <= 1.0, "{p:?}");
-        assert!(p.p50_ms <= p.p90_ms && p.p90_ms <= p.p99_ms && p.p99_ms <= p.max_ms);
-    }
-
-    #[test]
-    fn tiny_and_huge_values_are_clamped_not_lost() {
-        let mut r = Recorder::default();
-        r.record(Duration::ZERO);
-        r.record_ms(-5.0);
-        r.record_ms(f64::NAN);
-        r.record(Duration::from_secs(10 * 3600));
-        let p = r.percentiles().unwrap();
-        assert_eq!(p.samples, 3);
-        assert!(p.p50_ms > 0.0);
-        assert!(p.max_ms >= 3_600_000.0 * 0.999, "{p:?}");
-    }
-
-    #[test]
-    fn report_lists_every_path() {
-        let mut m = Measurements {
-            samples: 1,
-            ..Measurements::default()
-        };
-        m.record("broker_ack", Duration::from_millis(2));
-        let r = m.report(&Zone::new("nord").unwrap());
-        assert_eq!(r.paths.len(), PATHS.len());
-        let j = serde_json::to_value(&r).unwrap();
-        assert_eq!(j["paths"]["broker_ack"]["samples"], 1);
-        assert!(j["paths"]["publish_to_rest"].is_null());
-        assert!(j.get("errors").is_none());
-        let t = render_table(&r);
-        assert!(
-            t.contains("broker_ack") && t.contains("no heartbeat"),
-            "{t}"
-        );
-    }
 }

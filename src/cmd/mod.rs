@@ -1,17 +1,18 @@
 //! One module per subcommand. Each has its `Args` (the doc comments are the help
-//! text) and an async `run` that returns the process exit code.
+//! text) and an async `run` that builds the library object doing the work, awaits it
+//! and renders its result, returning the process exit code. No command imports
+//! another: what two commands share lives in the library.
 
 pub mod check_e2e;
+pub mod check_lab;
+pub mod completions;
 pub mod doctor;
 pub mod ingest;
 pub mod latency;
+pub mod man;
 pub mod qos_bench;
 pub mod serve;
 pub mod simulate;
-
-use std::process::ExitCode;
-
-use crate::cli::Command;
 
 /// A usage mistake found after parsing (e.g. two options that contradict each other).
 /// `main` prints it on one line and exits with code 2.
@@ -19,41 +20,38 @@ use crate::cli::Command;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::CheckE2e(args) => check_e2e::run(args).await,
-        Command::Doctor(args) => doctor::run(args).await,
-        Command::Ingest(args) => ingest::run(args).await,
-        Command::Latency(args) => latency::run(args).await,
-        Command::QosBench(args) => qos_bench::run(args).await,
-        Command::Serve(args) => serve::run(args).await,
-        Command::Simulate(args) => simulate::run(args).await,
-    }
-}
-
-/// Milliseconds elapsed since `start`, for reports.
-pub(crate) fn elapsed_ms(start: std::time::Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1000.0
-}
-
-/// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Writes a command's result to stdout; a closed pipe (`arng ... | head`) is not an
+/// error.
+pub(crate) fn print_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        _ => Ok(()),
     }
+}
+
+/// How wide a check table printed on stdout may be ([`crate::report::table_width`]):
+/// `COLUMNS`, else the terminal's width when stdout is one, else 80.
+pub(crate) fn table_width() -> usize {
+    let terminal = terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(terminal_size::Width(w), _)| usize::from(w));
+    crate::report::table_width(std::env::var("COLUMNS").ok().as_deref(), terminal)
+}
+
+/// A command's `Args` parsed from `argv` (without the program name), as clap would
+/// parse them on the command line: for the commands' unit tests.
+#[cfg(test)]
+pub(crate) fn parse_args<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Command<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    let argv = std::iter::once("arng").chain(argv.iter().copied());
+    Command::<A>::try_parse_from(argv).map(|c| c.args)
 }

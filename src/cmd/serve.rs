@@ -9,20 +9,15 @@ use axum::http::HeaderValue;
 use tracing::info;
 
 use crate::api::{self, ApiOptions, AppState};
-use crate::config::{InfluxArgs, MqttArgs, Secret};
+use crate::config::{Backends, Secret};
+use crate::help::heading;
 use crate::metrics::Registry;
 use crate::store::InfluxClient;
-
-use super::ingest::parse_positive_duration;
+use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = heading::SERVE, after_help = EXAMPLES)]
 pub struct Args {
-    #[command(flatten)]
-    pub mqtt: MqttArgs,
-
-    #[command(flatten)]
-    pub influx: InfluxArgs,
-
     /// TCP port to listen on.
     #[arg(long, env = "ARNG_API_PORT", default_value_t = 8000)]
     pub port: u16,
@@ -51,17 +46,31 @@ pub struct Args {
     pub cors_origin: Vec<HeaderValue>,
 
     /// Longest time a request may take before a 503.
-    #[arg(long, default_value = "15s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_API_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub request_timeout: Duration,
 
     /// How often the InfluxDB side of the live view is refreshed.
-    #[arg(long, default_value = "1s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_API_INFLUX_REFRESH", default_value = "1s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub influx_refresh: Duration,
 
     /// How far back the live view looks for each sensor's last point.
-    #[arg(long, default_value = "24h", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_API_LOOKBACK", default_value = "24h", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub lookback: Duration,
+
+    // Last: these groups set the heading of what follows them (crate::help). A new
+    // option of serve goes above.
+    #[command(flatten)]
+    pub backends: Backends,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  # The reference stack's api account; the dashboard on http://127.0.0.1:8000/
+  ARNG_MQTT_USERNAME=api ARNG_MQTT_PASSWORD=api-dev arng serve --api-token change-me-dev-token
+  # Reachable from other hosts, and from a Grafana on another origin
+  arng serve --bind 0.0.0.0 --port 8080 --cors-origin http://grafana.local:3000
+  # Every route but /health and /ready needs the token
+  arng serve --api-token change-me-dev-token --protect-reads";
 
 fn parse_token(s: &str) -> Result<Secret, String> {
     if s.len() < 8 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -88,10 +97,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         request_timeout: args.request_timeout,
         lookback: args.lookback,
     };
-    let mqtt = args.mqtt.clone();
-    let (client, eventloop) = api::feed::mqtt_client(&args.mqtt);
+    let mqtt = args.backends.mqtt.clone();
+    let (client, eventloop) = api::feed::mqtt_client(&args.backends.mqtt);
     let state = AppState::new(
-        InfluxClient::new(&args.influx),
+        InfluxClient::new(&args.backends.influx),
         client.clone(),
         options,
         Registry::new(),
@@ -103,11 +112,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.lookback,
     ));
     tokio::spawn(api::supervise::run(state.clone(), api::supervise::INTERVAL));
-    info!(%addr, broker = %args.mqtt.url, influx = %args.influx.url, "API on http://{addr} (docs: /docs)");
+    info!(%addr, broker = %args.backends.mqtt.url, influx = %args.backends.influx.url, "API on http://{addr} (docs: /docs)");
     // A broker that refuses the login for good ends serve with the reason (exit 1),
     // rather than an API that stays up without its live feed.
     tokio::select! {
-        served = api::serve(listener, state, super::shutdown_signal()) => {
+        served = api::serve(listener, state, crate::shutdown::signal()) => {
             served.context("API server failed")?;
         }
         refused = feed => {

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::line_protocol::Point;
 use super::names::{SensorId, Zone};
-use super::payload::{format_timestamp, AlertLevel, PayloadError, MAX_PAYLOAD_BYTES};
+use super::payload::{
+    check_not_future, format_timestamp, parse_object, AlertLevel, PayloadError, ReadPolicy,
+};
+use super::topic::Topic;
 
 /// Measurement of alerts.
 pub const ALERTS: &str = "alerts";
@@ -95,6 +98,21 @@ impl AlertSource {
             AlertSource::Sensor => "sensor",
             AlertSource::Ingest => "ingest",
             AlertSource::Api => "api",
+        }
+    }
+
+    /// May an alert published on `topic` carry this source? A broker cannot read
+    /// payloads, so the topic is what proves who published: the ACL lets only the
+    /// services (`ingest`, `api`) and operators write `entrepot/alerts/<zone>`, and the
+    /// simulator only `entrepot/alerts/<zone>/sensor` (docs/decisions.md, 12). An
+    /// alert claiming `source: ingest` on the sensors' topic is a forgery; readers
+    /// refuse it (issue 15: one flipped ingest's health gauge and showed on the live
+    /// page as a rule alert).
+    pub fn allowed_on(self, topic: &Topic) -> bool {
+        match topic {
+            Topic::Alert { .. } => matches!(self, AlertSource::Ingest | AlertSource::Api),
+            Topic::SensorAlert { .. } => self == AlertSource::Sensor,
+            _ => false,
         }
     }
 }
@@ -187,9 +205,10 @@ impl Alert {
                 return Err(format!("{name}: must be a finite number"));
             }
         }
-        if self.message.chars().count() > MAX_MESSAGE_CHARS {
+        let chars = self.message.chars().count();
+        if chars > MAX_MESSAGE_CHARS {
             return Err(format!(
-                "message: longer than {MAX_MESSAGE_CHARS} characters"
+                "message: {chars} characters, longer than the {MAX_MESSAGE_CHARS} allowed"
             ));
         }
         if self.id.is_empty()
@@ -204,16 +223,19 @@ impl Alert {
         Ok(())
     }
 
-    /// Parses an alert received on `entrepot/alerts/<zone>`.
-    pub fn parse(zone: &Zone, bytes: &[u8]) -> Result<Alert, PayloadError> {
-        if bytes.len() > MAX_PAYLOAD_BYTES {
-            return Err(PayloadError::Oversize {
-                len: bytes.len(),
-                max: MAX_PAYLOAD_BYTES,
-            });
-        }
-        let alert: Alert =
-            serde_json::from_slice(bytes).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+    /// Reads an alert received on `entrepot/alerts/<zone>` at `now` (the receiver's
+    /// clock). Alerts have one form only (arng's own, `deny_unknown_fields`); the
+    /// policy's future margin applies to their timestamp. Errors say what is wrong
+    /// with the alert (`invalid_alert`), not that its JSON is invalid when it is not.
+    pub fn read(
+        zone: &Zone,
+        bytes: &[u8],
+        policy: &ReadPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Alert, PayloadError> {
+        let map = parse_object(bytes)?;
+        let alert: Alert = serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| PayloadError::BadAlert(e.to_string()))?;
         if &alert.zone != zone {
             return Err(PayloadError::TopicMismatch {
                 field: "zone",
@@ -221,8 +243,14 @@ impl Alert {
                 topic: zone.to_string(),
             });
         }
-        alert.validate().map_err(PayloadError::Malformed)?;
+        alert.validate().map_err(PayloadError::BadAlert)?;
+        check_not_future(alert.timestamp, policy, now)?;
         Ok(alert)
+    }
+
+    /// [`Alert::read`] with the default policy, now.
+    pub fn parse(zone: &Zone, bytes: &[u8]) -> Result<Alert, PayloadError> {
+        Alert::read(zone, bytes, &ReadPolicy::default(), Utc::now())
     }
 
     pub fn to_json(&self) -> String {
@@ -318,10 +346,51 @@ mod tests {
             Alert::parse(&zone, b"{\"zone\":\"nord\"}")
                 .unwrap_err()
                 .reason(),
+            "invalid_alert"
+        );
+        assert_eq!(
+            Alert::parse(&zone, b"{").unwrap_err().reason(),
             "malformed_json"
         );
         let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
         v["unknown"] = 1.into();
         assert!(Alert::parse(&zone, v.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn refusals_say_what_happened() {
+        let zone = Zone::new("nord").unwrap();
+        let now = sample().timestamp;
+        let read = |bytes: &[u8]| Alert::read(&zone, bytes, &ReadPolicy::default(), now);
+        // Issue 15: a long message is not "payload is not valid JSON".
+        let mut a = sample();
+        a.message = "x".repeat(612);
+        let e = read(a.to_json().as_bytes()).unwrap_err();
+        assert_eq!(e.reason(), "invalid_alert");
+        assert_eq!(
+            e.to_string(),
+            "invalid alert: message: 612 characters, longer than the 500 allowed"
+        );
+        // Duplicate keys are refused, whichever comes first.
+        let json = sample()
+            .to_json()
+            .replacen('{', r#"{"severity":"warning","#, 1);
+        assert_eq!(read(json.as_bytes()).unwrap_err().reason(), "duplicate_key");
+        // Dated more than the margin ahead of the receiver's clock.
+        let mut a = sample();
+        a.timestamp = now + chrono::TimeDelta::seconds(301);
+        let e = read(a.to_json().as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.reason(), e.field()),
+            ("future_timestamp", Some("timestamp"))
+        );
+        a.timestamp = now + chrono::TimeDelta::seconds(300);
+        assert!(read(a.to_json().as_bytes()).is_ok());
+        // serde's own words for a missing field, under the alert's reason.
+        let e = read(br#"{"zone":"nord"}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid alert: missing field"),
+            "{e}"
+        );
     }
 }

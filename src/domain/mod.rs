@@ -6,7 +6,9 @@
 //! `store`) and the subcommands build on it. `docs/data-model.md` is the prose version.
 
 pub mod alert;
+pub mod deadletter;
 pub mod flux;
+pub mod json;
 pub mod line_protocol;
 pub mod names;
 pub mod payload;
@@ -17,6 +19,6 @@ pub mod topic;
 
 pub use alert::{Alert, AlertKind, AlertSource, AlertState};
 pub use names::{NameError, SensorId, Zone};
-pub use payload::{AlertLevel, Heartbeat, PayloadError, Reading};
+pub use payload::{AlertLevel, Heartbeat, PayloadError, Provenance, ReadPolicy, Reading};
 pub use thresholds::{Metric, Thresholds};
 pub use topic::{Topic, TopicError};

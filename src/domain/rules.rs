@@ -458,6 +458,7 @@ mod tests {
             temp,
             hum: 50.0,
             alert_level: AlertLevel::Normal,
+            provenance: Default::default(),
         }
     }
 

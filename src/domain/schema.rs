@@ -2,10 +2,10 @@
 //!
 //! | measurement | tags | fields | time |
 //! |---|---|---|---|
-//! | `readings` | `zone`, `sensor` | `temp` (float, °C), `hum` (float, %), `alert_level` (int 0/1/2), `seq` (int, when sent) | reading's `timestamp` |
+//! | `readings` | `zone`, `sensor` | `temp` (float, °C), `hum` (float, %), `alert_level` (int 0/1/2), `seq` (int, when sent), `stamped_by` (`"ingest"`, when the payload had no timestamp) | reading's `timestamp` (or ingest's clock) |
 //! | `heartbeats` | `zone` | `sensors` (int, 0 when not sent) | heartbeat's `timestamp` |
 //! | `broker` | (none) | one float per `$SYS` statistic (`clients_connected`, `publish_dropped`, ...) | ingest's clock, whole second |
-//! | `ingest` | `instance` | `readings`, `spool_bytes`, `received` (int); `lag_p50_s`, `lag_p99_s`, `lag_max_s` (float, when readings were written) | ingest's clock, every 10 s |
+//! | `ingest` | `instance` | `readings`, `spool_bytes`, `received` (int); `lag_p50_s`, `lag_p99_s`, `lag_max_s` (float) and `lag_samples` (int), when readings were written | ingest's clock, every 10 s |
 //! | `supervision` | `indicator` | `ok` (int 0/1), one float per measure and `<measure>_limit` | serve's clock, every 10 s |
 //!
 //! Tags are the low-cardinality dimensions dashboards filter on (a few zones, tens to
@@ -62,6 +62,11 @@ pub fn reading_point(r: &Reading) -> Point {
         // Stored as a signed integer: Flux handles `int` everywhere, `uint` poorly.
         p = p.int("seq", i64::try_from(seq).unwrap_or(i64::MAX));
     }
+    if r.provenance.stamped_on_receipt {
+        // Says that the time is ingest's clock at receipt, not the sensor's: such a
+        // point is not idempotent (docs/data-model.md, "Accepted forms").
+        p = p.string("stamped_by", "ingest");
+    }
     p.timestamp(r.timestamp)
 }
 
@@ -94,6 +99,9 @@ pub struct IngestStats {
     pub lag_p50_s: Option<f64>,
     pub lag_p99_s: Option<f64>,
     pub lag_max_s: Option<f64>,
+    /// How many lag samples the percentiles summarise (`arng serve` needs three
+    /// readings at or above a lag before its indicator reports it).
+    pub lag_samples: Option<u64>,
     /// Bytes waiting in the disk spool.
     pub spool_bytes: u64,
     /// MQTT messages received since the process started.
@@ -115,6 +123,9 @@ pub fn ingest_point(instance: &str, s: &IngestStats, time: chrono::DateTime<chro
         if let Some(v) = v.filter(|v| v.is_finite()) {
             p = p.float(name, v);
         }
+    }
+    if let Some(n) = s.lag_samples {
+        p = p.int("lag_samples", int(n));
     }
     p.timestamp(time)
 }
@@ -189,10 +200,23 @@ mod tests {
             temp: 31.5,
             hum: 40.0,
             alert_level: AlertLevel::Critical,
+            provenance: Default::default(),
         };
         assert_eq!(
             reading_point(&r).to_line().unwrap(),
             "readings,sensor=s1,zone=nord temp=31.5,hum=40.0,alert_level=2i,seq=5i 1795850102125"
+        );
+        let stamped = Reading {
+            seq: None,
+            provenance: crate::domain::Provenance {
+                stamped_on_receipt: true,
+                level_derived: true,
+            },
+            ..r
+        };
+        assert_eq!(
+            reading_point(&stamped).to_line().unwrap(),
+            "readings,sensor=s1,zone=nord temp=31.5,hum=40.0,alert_level=2i,stamped_by=\"ingest\" 1795850102125"
         );
     }
 
@@ -226,12 +250,13 @@ mod tests {
             lag_p50_s: Some(0.25),
             lag_p99_s: Some(0.5),
             lag_max_s: None,
+            lag_samples: Some(10),
             spool_bytes: 0,
             received: 42,
         };
         assert_eq!(
             ingest_point("arng-ingest", &s, t).to_line().unwrap(),
-            "ingest,instance=arng-ingest readings=10i,spool_bytes=0i,received=42i,lag_p50_s=0.25,lag_p99_s=0.5 1795850102125"
+            "ingest,instance=arng-ingest readings=10i,spool_bytes=0i,received=42i,lag_p50_s=0.25,lag_p99_s=0.5,lag_samples=10i 1795850102125"
         );
         assert_eq!(
             supervision_point(

@@ -9,7 +9,11 @@
 //!
 //! The bands must nest: `critical_low < warning_low < warning_high < critical_high`
 //! ("warning inside critical, low below high"), and the hysteresis must be smaller
-//! than the gap between the warning bounds, or a value could never clear. The same
+//! than the gap between the warning bounds, or a value could never clear. Every bound
+//! lies within the physical range readings may have ([`TEMP_RANGE`], [`HUM_RANGE`],
+//! docs/data-model.md): a bound outside it can never be crossed, so a document with
+//! `critical_high: 1e308` would switch alerting off for every ingest that applies it
+//! (issue 15). The same
 //! document is what `arng ingest` applies, what `GET /thresholds` shows, and what the
 //! retained `entrepot/config/thresholds` message carries.
 
@@ -19,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::names::Zone;
-use super::payload::AlertLevel;
+use super::payload::{AlertLevel, HUM_RANGE, TEMP_RANGE};
 
 /// A measured quantity that thresholds apply to.
 #[derive(
@@ -39,6 +43,31 @@ impl Metric {
             Metric::Temp => "temp",
             Metric::Hum => "hum",
         }
+    }
+
+    /// The values a reading of this metric may have (what ingest accepts).
+    pub fn range(self) -> (f64, f64) {
+        match self {
+            Metric::Temp => TEMP_RANGE,
+            Metric::Hum => HUM_RANGE,
+        }
+    }
+
+    fn range_text(self) -> String {
+        let (lo, hi) = self.range();
+        match self {
+            Metric::Temp => format!("{lo} to {hi} °C, the temperatures a reading may have"),
+            Metric::Hum => format!("{lo} to {hi} %, the humidities a reading may have"),
+        }
+    }
+}
+
+/// A number as a message shows it: short (`1e308`, not its 309 digits).
+fn short(v: f64) -> String {
+    if v != 0.0 && !(1e-3..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
     }
 }
 
@@ -97,11 +126,12 @@ impl Band {
         }
     }
 
-    fn validate(&self, path: &str) -> Result<(), ThresholdError> {
+    fn validate(&self, path: &str, metric: Metric) -> Result<(), ThresholdError> {
         let err = |field: &str, reason: String| ThresholdError {
             field: format!("{path}.{field}"),
             reason,
         };
+        let (lo, hi) = metric.range();
         for (name, v) in [
             ("critical_low", self.critical_low),
             ("warning_low", self.warning_low),
@@ -112,33 +142,44 @@ impl Band {
             if !v.is_finite() {
                 return Err(err(name, "must be a finite number".into()));
             }
+            if name != "hysteresis" && !(lo..=hi).contains(&v) {
+                return Err(err(
+                    name,
+                    format!(
+                        "{} is outside {}: a bound no reading can cross would switch this alert off",
+                        short(v),
+                        metric.range_text()
+                    ),
+                ));
+            }
         }
-        if self.critical_low >= self.warning_low {
-            return Err(err(
+        let ordered = [
+            (
+                "critical_low",
+                self.critical_low,
                 "warning_low",
-                format!(
-                    "must be above critical_low ({} >= {})",
-                    self.critical_low, self.warning_low
-                ),
-            ));
-        }
-        if self.warning_low >= self.warning_high {
-            return Err(err(
+                self.warning_low,
+            ),
+            (
+                "warning_low",
+                self.warning_low,
                 "warning_high",
-                format!(
-                    "must be above warning_low ({} >= {})",
-                    self.warning_low, self.warning_high
-                ),
-            ));
-        }
-        if self.warning_high >= self.critical_high {
-            return Err(err(
+                self.warning_high,
+            ),
+            (
+                "warning_high",
+                self.warning_high,
                 "critical_high",
-                format!(
-                    "must be above warning_high ({} >= {})",
-                    self.warning_high, self.critical_high
-                ),
-            ));
+                self.critical_high,
+            ),
+        ];
+        for (below, b, above, a) in ordered {
+            if b >= a {
+                return Err(err(
+                    above,
+                    format!("must be above {below} ({} >= {})", short(b), short(a)),
+                ));
+            }
         }
         if self.hysteresis < 0.0 {
             return Err(err("hysteresis", "must not be negative".into()));
@@ -147,9 +188,9 @@ impl Band {
             return Err(err(
                 "hysteresis",
                 format!(
-                "must be less than half the normal range ({} between warning_low and warning_high)",
-                self.warning_high - self.warning_low
-            ),
+                    "must be less than half the normal range ({} between warning_low and warning_high)",
+                    short(self.warning_high - self.warning_low)
+                ),
             ));
         }
         Ok(())
@@ -191,6 +232,11 @@ pub struct Thresholds {
     #[serde(default = "default_silence_after_s")]
     pub silence_after_s: u64,
 }
+
+/// Most zones with bands of their own: bounds the document every process holds (a
+/// retained message is limited by the broker's packet size, a PUT body by the API's
+/// body limit, a file by nothing else).
+pub const MAX_ZONES: usize = 1000;
 
 fn default_debounce() -> u32 {
     3
@@ -254,9 +300,18 @@ impl Thresholds {
 
     pub fn validate(&self) -> Result<(), ThresholdError> {
         let check_zone = |path: &str, z: &ZoneThresholds| {
-            z.temp.validate(&format!("{path}.temp"))?;
-            z.hum.validate(&format!("{path}.hum"))
+            z.temp.validate(&format!("{path}.temp"), Metric::Temp)?;
+            z.hum.validate(&format!("{path}.hum"), Metric::Hum)
         };
+        if self.zones.len() > MAX_ZONES {
+            return Err(ThresholdError {
+                field: "zones".into(),
+                reason: format!(
+                    "{} zones, more than the {MAX_ZONES} a document may configure",
+                    self.zones.len()
+                ),
+            });
+        }
         check_zone("default", &self.default)?;
         for (zone, z) in &self.zones {
             check_zone(&format!("zones.{zone}"), z)?;
@@ -344,6 +399,41 @@ mod tests {
     }
 
     #[test]
+    fn bounds_stay_within_what_readings_may_have() {
+        let mut t = Thresholds::default();
+        // The ends of the physical ranges are valid bounds.
+        t.default.temp = Band {
+            critical_low: TEMP_RANGE.0,
+            warning_low: 0.0,
+            warning_high: 50.0,
+            critical_high: TEMP_RANGE.1,
+            hysteresis: 1.0,
+        };
+        t.default.hum.critical_low = HUM_RANGE.0;
+        t.default.hum.critical_high = HUM_RANGE.1;
+        t.validate().unwrap();
+        t.default.temp.critical_high = 1e308;
+        let e = t.validate().unwrap_err();
+        assert_eq!(e.field, "default.temp.critical_high");
+        // Printed short, with the range it must stay in.
+        assert!(
+            e.reason.starts_with("1e308 is outside -60 to 100 °C"),
+            "{e}"
+        );
+        assert!(e.to_string().len() < 200, "{e}");
+        let mut t = Thresholds::default();
+        let z = t.default;
+        for i in 0..=MAX_ZONES {
+            t.zones.insert(Zone::new(&format!("z{i}")).unwrap(), z);
+        }
+        assert_eq!(t.validate().unwrap_err().field, "zones");
+        assert_eq!(short(1e308), "1e308");
+        assert_eq!(short(-1000.0), "-1000");
+        assert_eq!(short(25.5), "25.5");
+        assert_eq!(short(0.0), "0");
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let cases = [
             (
@@ -375,6 +465,27 @@ mod tests {
                 "body",
             ),
             ("{", "body"),
+            // Issue 15: limits no reading can cross switch alerting off.
+            (
+                r#"{"default":{"temp":{"critical_low":2,"warning_low":5,"warning_high":25,"critical_high":1e308},"hum":{"critical_low":20,"warning_low":30,"warning_high":65,"critical_high":75}}}"#,
+                "default.temp.critical_high",
+            ),
+            (
+                r#"{"default":{"temp":{"critical_low":-1000,"warning_low":5,"warning_high":25,"critical_high":30},"hum":{"critical_low":20,"warning_low":30,"warning_high":65,"critical_high":75}}}"#,
+                "default.temp.critical_low",
+            ),
+            (
+                r#"{"default":{"temp":{"critical_low":2,"warning_low":5,"warning_high":25,"critical_high":30},"hum":{"critical_low":-5,"warning_low":30,"warning_high":65,"critical_high":75}}}"#,
+                "default.hum.critical_low",
+            ),
+            (
+                r#"{"default":{"temp":{"critical_low":2,"warning_low":5,"warning_high":25,"critical_high":30},"hum":{"critical_low":20,"warning_low":30,"warning_high":65,"critical_high":100.5}}}"#,
+                "default.hum.critical_high",
+            ),
+            (
+                r#"{"default":{"temp":{"critical_low":2,"warning_low":5,"warning_high":25,"critical_high":30},"hum":{"critical_low":20,"warning_low":30,"warning_high":65,"critical_high":75}},"zones":{"froid":{"temp":{"critical_low":-80,"warning_low":-25,"warning_high":-15,"critical_high":-10},"hum":{"critical_low":20,"warning_low":30,"warning_high":65,"critical_high":75}}}}"#,
+                "zones.froid.temp.critical_low",
+            ),
         ];
         for (json, field) in cases {
             let e = Thresholds::from_json(json.as_bytes()).unwrap_err();

@@ -4,7 +4,8 @@
 //! |---|---|---|---|
 //! | `entrepot/<zone>/<sensor>/v1` | sensors | no | 1 (0 allowed) |
 //! | `entrepot/heartbeat/<zone>` | sensors (one per zone) | yes | 0 |
-//! | `entrepot/alerts/<zone>` | ingest, API, sensors (level changes) | no | 1 |
+//! | `entrepot/alerts/<zone>` | ingest (rules), API (`POST /alerts`) | no | 1 |
+//! | `entrepot/alerts/<zone>/sensor` | sensors (level changes, `arng simulate`) | no | 1 |
 //! | `entrepot/status/<client>` | every arng process (last will) | yes | 1 |
 //! | `entrepot/config/thresholds` | API (and ingest at first start) | yes | 1 |
 //! | `entrepot/deadletter/<reason>` | ingest | no | 1 |
@@ -24,8 +25,10 @@ pub const READING_VERSION_SEGMENT: &str = "v1";
 pub const READINGS_FILTER: &str = "entrepot/+/+/v1";
 /// Subscription filter for every zone's heartbeat.
 pub const HEARTBEATS_FILTER: &str = "entrepot/heartbeat/+";
-/// Subscription filter for alerts of every zone.
-pub const ALERTS_FILTER: &str = "entrepot/alerts/+";
+/// Subscription filter for alerts of every zone, the services' and the sensors'.
+pub const ALERTS_FILTER: &str = "entrepot/alerts/#";
+/// Last level of the topic of alerts raised by sensors themselves.
+pub const SENSOR_ALERT_SEGMENT: &str = "sensor";
 /// Subscription filter for the status (online/offline) of every client.
 pub const STATUS_FILTER: &str = "entrepot/status/+";
 /// The retained message that carries the thresholds in force.
@@ -34,12 +37,30 @@ pub const THRESHOLDS_TOPIC: &str = "entrepot/config/thresholds";
 /// A topic of the warehouse scheme, parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topic {
-    Reading { zone: Zone, sensor: SensorId },
-    Heartbeat { zone: Zone },
-    Alert { zone: Zone },
-    Status { client: String },
+    Reading {
+        zone: Zone,
+        sensor: SensorId,
+    },
+    Heartbeat {
+        zone: Zone,
+    },
+    /// An alert of a service: the rule engine of ingest, or the API.
+    Alert {
+        zone: Zone,
+    },
+    /// An alert a sensor raised itself (its level changed). A topic of its own so
+    /// that the broker, which cannot read payloads, can tell who published it: only
+    /// services may write `entrepot/alerts/<zone>` (mosquitto-conf/acl).
+    SensorAlert {
+        zone: Zone,
+    },
+    Status {
+        client: String,
+    },
     Thresholds,
-    DeadLetter { reason: String },
+    DeadLetter {
+        reason: String,
+    },
 }
 
 /// Why a topic is not part of the scheme.
@@ -97,6 +118,9 @@ impl Topic {
             ["alerts", zone] => Ok(Topic::Alert {
                 zone: Zone::new(zone).map_err(name_err)?,
             }),
+            ["alerts", zone, SENSOR_ALERT_SEGMENT] => Ok(Topic::SensorAlert {
+                zone: Zone::new(zone).map_err(name_err)?,
+            }),
             ["status", client] => {
                 validate_name("client", client).map_err(name_err)?;
                 Ok(Topic::Status {
@@ -135,6 +159,9 @@ impl fmt::Display for Topic {
             }
             Topic::Heartbeat { zone } => write!(f, "{ROOT}/heartbeat/{zone}"),
             Topic::Alert { zone } => write!(f, "{ROOT}/alerts/{zone}"),
+            Topic::SensorAlert { zone } => {
+                write!(f, "{ROOT}/alerts/{zone}/{SENSOR_ALERT_SEGMENT}")
+            }
             Topic::Status { client } => write!(f, "{ROOT}/status/{client}"),
             Topic::Thresholds => f.write_str(THRESHOLDS_TOPIC),
             Topic::DeadLetter { reason } => write!(f, "{ROOT}/deadletter/{reason}"),
@@ -181,6 +208,7 @@ mod tests {
             Topic::reading(&z("nord"), &SensorId::new("s1").unwrap()),
             Topic::Heartbeat { zone: z("sud") },
             Topic::Alert { zone: z("est") },
+            Topic::SensorAlert { zone: z("est") },
             Topic::Status {
                 client: "ingest".into(),
             },
@@ -200,6 +228,13 @@ mod tests {
             Topic::reading(&z("nord"), &SensorId::new("temp").unwrap()).to_string(),
             "entrepot/nord/temp/v1"
         );
+        assert_eq!(
+            Topic::SensorAlert { zone: z("sud") }.to_string(),
+            "entrepot/alerts/sud/sensor"
+        );
+        assert!(filter_matches(ALERTS_FILTER, "entrepot/alerts/sud"));
+        assert!(filter_matches(ALERTS_FILTER, "entrepot/alerts/sud/sensor"));
+        assert!(Topic::parse("entrepot/alerts/sud/ingest").is_err());
     }
 
     #[test]

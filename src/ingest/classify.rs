@@ -5,8 +5,9 @@
 use rumqttc::Publish;
 
 use super::outbox::Delivery;
+use super::reader::Reader;
 use crate::domain::topic::Topic;
-use crate::domain::{Alert, Heartbeat, Reading, Thresholds};
+use crate::domain::{Alert, Heartbeat, PayloadError, Reading, Thresholds};
 
 /// What the link hands to the writer. Every variant carries the message's
 /// [`Delivery`], which the writer gives back once the message is settled (that is
@@ -32,6 +33,8 @@ pub enum Inbound {
         topic: String,
         payload: Vec<u8>,
         reason: &'static str,
+        /// The payload field at fault, when one is (for the dead-letter copy).
+        field: Option<String>,
         error: String,
         delivery: Delivery,
     },
@@ -56,8 +59,9 @@ impl Inbound {
     }
 }
 
-/// Parses one MQTT message into what the writer must do with it.
-pub fn classify(p: &Publish, delivery: Delivery) -> Inbound {
+/// Parses one MQTT message into what the writer must do with it; `reader` reads the
+/// payloads under ingest's policy and counts the forms it normalised.
+pub fn classify(p: &Publish, delivery: Delivery, reader: &mut Reader) -> Inbound {
     let topic_str = p.topic.as_str();
     // Broker statistics are not part of the entrepot scheme: kept when useful,
     // skipped otherwise, never dead-lettered.
@@ -72,33 +76,51 @@ pub fn classify(p: &Publish, delivery: Delivery) -> Inbound {
             None => Inbound::Skip(delivery),
         };
     }
-    let invalid = |reason: &'static str, error: String| Inbound::Invalid {
-        topic: topic_str.to_owned(),
-        payload: p.payload.to_vec(),
-        reason,
-        error,
-        delivery,
-    };
+    let invalid_field =
+        |reason: &'static str, field: Option<String>, error: String| Inbound::Invalid {
+            topic: topic_str.to_owned(),
+            payload: p.payload.to_vec(),
+            reason,
+            field,
+            error,
+            delivery,
+        };
+    let refused =
+        |e: PayloadError| invalid_field(e.reason(), e.field().map(str::to_owned), e.to_string());
     let parsed = match Topic::parse(topic_str) {
         Ok(t) => t,
-        Err(e) => return invalid(e.reason(), e.to_string()),
+        Err(e) => return invalid_field(e.reason(), None, e.to_string()),
     };
     match parsed {
-        Topic::Reading { zone, sensor } => match Reading::parse(&zone, &sensor, &p.payload) {
-            Ok(r) => Inbound::Reading(r, delivery),
-            Err(e) => invalid(e.reason(), e.to_string()),
-        },
-        Topic::Heartbeat { zone } => match Heartbeat::parse(&zone, &p.payload) {
+        Topic::Reading { zone, sensor } => {
+            match reader.reading(topic_str, &zone, &sensor, &p.payload) {
+                Ok(r) => Inbound::Reading(r, delivery),
+                Err(e) => refused(e),
+            }
+        }
+        Topic::Heartbeat { zone } => match reader.heartbeat(topic_str, &zone, &p.payload) {
             Ok(h) => Inbound::Heartbeat(h, delivery),
-            Err(e) => invalid(e.reason(), e.to_string()),
+            Err(e) => refused(e),
         },
-        Topic::Alert { zone } => match Alert::parse(&zone, &p.payload) {
-            Ok(a) => Inbound::Alert(a, delivery),
-            Err(e) => invalid("invalid_alert", e.to_string()),
-        },
+        Topic::Alert { ref zone } | Topic::SensorAlert { ref zone } => {
+            match reader.alert(zone, &p.payload) {
+                // The topic proves who published (mosquitto-conf/acl): a source it
+                // does not allow is a forgery (issue 15).
+                Ok(a) if !a.source.allowed_on(&parsed) => invalid_field(
+                    "source_mismatch",
+                    Some("source".to_owned()),
+                    format!(
+                        "an alert with source {:?} may not be published on {topic_str}",
+                        a.source.as_str()
+                    ),
+                ),
+                Ok(a) => Inbound::Alert(a, delivery),
+                Err(e) => refused(e),
+            }
+        }
         Topic::Thresholds => match Thresholds::from_json(&p.payload) {
             Ok(t) => Inbound::Thresholds(t, delivery),
-            Err(e) => invalid("invalid_thresholds", e.to_string()),
+            Err(e) => invalid_field("invalid_thresholds", Some(e.field.clone()), e.to_string()),
         },
         Topic::Status { .. } | Topic::DeadLetter { .. } => Inbound::Skip(delivery),
     }
@@ -116,20 +138,21 @@ mod tests {
     #[test]
     fn each_topic_kind_is_recognised_and_keeps_its_delivery() {
         let d = Delivery::for_test(7);
+        let mut reader = Reader::new(Default::default(), &crate::metrics::Registry::new(), "test");
         let reading = r#"{"version":1,"timestamp":"2026-01-01T00:00:00Z","temp":20,"hum":40,"alert_level":"normal"}"#;
         assert!(matches!(
-            classify(&publish("entrepot/nord/s1/v1", reading), d),
+            classify(&publish("entrepot/nord/s1/v1", reading), d, &mut reader),
             Inbound::Reading(_, x) if x == d
         ));
         assert!(matches!(
-            classify(&publish("entrepot/status/ingest", "online"), d),
+            classify(&publish("entrepot/status/ingest", "online"), d, &mut reader),
             Inbound::Skip(x) if x == d
         ));
         assert!(matches!(
-            classify(&publish("$SYS/broker/uptime", "12 seconds"), d),
+            classify(&publish("$SYS/broker/uptime", "12 seconds"), d, &mut reader),
             Inbound::Skip(_) | Inbound::BrokerStat { .. }
         ));
-        match classify(&publish("entrepot/nord/s1/v1", "{"), d) {
+        match classify(&publish("entrepot/nord/s1/v1", "{"), d, &mut reader) {
             Inbound::Invalid {
                 reason,
                 payload,
@@ -143,7 +166,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            classify(&publish("entrepot/alerts/nord", "{}"), d),
+            classify(&publish("entrepot/alerts/nord", "{}"), d, &mut reader),
             Inbound::Invalid {
                 reason: "invalid_alert",
                 ..

@@ -36,6 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use super::classify::{classify, Inbound};
 use super::outbox::{self, Delivery, Outbox, ToLink};
+use super::reader::Reader;
 use super::{IngestConfig, IngestError, IngestMetrics};
 use crate::domain::topic::{self, Topic};
 
@@ -92,6 +93,8 @@ pub struct Link {
     from_writer: mpsc::UnboundedReceiver<ToLink>,
     paused_logged: bool,
     publishes_dropped: u64,
+    /// Reads payloads under ingest's policy and makes the dead-letter copies.
+    reader: Reader,
 }
 
 /// The writer's ends of the channels to its link.
@@ -127,6 +130,7 @@ impl Link {
         ));
         let (to_writer, inbound) = mpsc::unbounded_channel();
         let (outbox, from_writer) = outbox::channel();
+        let metrics_registry = metrics.registry.clone();
         let link = Link {
             eventloop: crate::mqtt::event_loop(options),
             cfg: cfg.clone(),
@@ -148,6 +152,7 @@ impl Link {
             from_writer,
             paused_logged: false,
             publishes_dropped: 0,
+            reader: Reader::new(cfg.read_policy, &metrics_registry, &cfg.client_id),
         };
         (link, Wiring { outbox, inbound })
     }
@@ -410,8 +415,27 @@ impl Link {
         }
         // Everything goes through the writer, even messages with nothing to store, so
         // acknowledgements leave in the order of arrival.
-        self.handing
-            .push(classify(&p, Delivery::new(self.conn, &p)));
+        let inbound = classify(&p, Delivery::new(self.conn, &p), &mut self.reader);
+        if let Some(copy) = self.reader.dead_letter(&inbound) {
+            let queued = self.queue_publish(copy);
+            self.reader.dead_letter_queued(queued);
+        }
+        self.handing.push(inbound);
+    }
+
+    /// Queues one of our publishes (alert, dead-letter copy) for the broker; false if
+    /// the queue is full and it was dropped.
+    fn queue_publish(&mut self, p: Publish) -> bool {
+        if self.publishes.len() < MAX_QUEUED_PUBLISHES {
+            self.publishes.push_back(p);
+            return true;
+        }
+        self.publishes_dropped += 1;
+        if self.publishes_dropped % 1000 == 1 {
+            warn!(topic = %p.topic, dropped = self.publishes_dropped,
+                  "the broker is not taking our publishes; dropped (alerts and refusals are still written to InfluxDB)");
+        }
+        false
     }
 
     fn on_from_writer(&mut self, m: ToLink) {
@@ -427,15 +451,7 @@ impl Link {
                 }
             }
             ToLink::Publish(p) => {
-                if self.publishes.len() < MAX_QUEUED_PUBLISHES {
-                    self.publishes.push_back(p);
-                } else {
-                    self.publishes_dropped += 1;
-                    if self.publishes_dropped % 1000 == 1 {
-                        warn!(topic = %p.topic, dropped = self.publishes_dropped,
-                              "the broker is not taking our publishes; dropped (alerts are still written to InfluxDB)");
-                    }
-                }
+                self.queue_publish(p);
             }
         }
     }

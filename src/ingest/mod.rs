@@ -19,10 +19,12 @@
 //! timestamp), which overwrites the first: at-least-once delivery without duplicates.
 
 pub mod classify;
+pub mod deadletter;
 pub mod link;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
+pub mod reader;
 pub mod rule_state;
 pub mod spool;
 pub mod storage;
@@ -70,6 +72,8 @@ pub struct IngestConfig {
     /// Subscribe to the broker's `$SYS/broker/#` statistics and store them in the
     /// `broker` measurement (the account needs `topic read $SYS/#`).
     pub broker_stats: bool,
+    /// How payloads are read: liberal or strict forms, future margin (`reader`).
+    pub read_policy: crate::domain::ReadPolicy,
 }
 
 /// Errors that stop ingest.

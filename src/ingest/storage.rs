@@ -434,6 +434,7 @@ pub(crate) mod tests {
                 Answer::Down => Err(StoreError::Unreachable {
                     url: "http://test".into(),
                     message: "connection refused".into(),
+                    transport: crate::net::Transport::Refused,
                 }),
                 Answer::Busy(d) => Err(StoreError::Unavailable {
                     status: 503,

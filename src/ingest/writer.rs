@@ -188,7 +188,8 @@ impl<S: LineSink> Writer<S> {
     fn accept(&mut self, m: Inbound) {
         let now = Utc::now();
         match m {
-            Inbound::Reading(r, delivery) => {
+            Inbound::Reading(mut r, delivery) => {
+                r.apply_thresholds(&self.thresholds);
                 let alerts = self.engine.on_reading(&self.thresholds, &r, now);
                 self.emit_alerts(alerts);
                 self.add_point(&reading_point(&r));
@@ -232,6 +233,7 @@ impl<S: LineSink> Writer<S> {
                 reason,
                 error,
                 delivery,
+                ..
             } => {
                 self.reject(reason, &topic, &payload, &error);
                 self.add_delivery(delivery);
@@ -347,6 +349,7 @@ impl<S: LineSink> Writer<S> {
             lag_p50_s: lag.map(|l| l.p50_s),
             lag_p99_s: lag.map(|l| l.p99_s),
             lag_max_s: lag.map(|l| l.max_s),
+            lag_samples: lag.map(|l| l.count),
             spool_bytes: self.storage.spool().used_bytes(),
             received: self.metrics.received.get(),
         };

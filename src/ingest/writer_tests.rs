@@ -37,6 +37,7 @@ fn config(batch_size: usize) -> IngestConfig {
         write_timeout: Duration::from_secs(1),
         tick: Duration::from_secs(3600),
         broker_stats: false,
+        read_policy: Default::default(),
     }
 }
 
@@ -81,6 +82,7 @@ fn reading(sensor: &str, seq: u64, temp: f64) -> Reading {
         temp,
         hum: 50.0,
         alert_level: AlertLevel::Normal,
+        provenance: Default::default(),
     }
 }
 
@@ -183,6 +185,7 @@ async fn an_invalid_message_is_dead_lettered_and_released_in_its_turn() {
         topic: "entrepot/nord/s1/v1".into(),
         payload: b"{".to_vec(),
         reason: "malformed_json",
+        field: None,
         error: "EOF".into(),
         delivery: Delivery::for_test(3),
     }])

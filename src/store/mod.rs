@@ -30,7 +30,12 @@ const GZIP_MIN_BYTES: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot reach InfluxDB at {url}: {message}")]
-    Unreachable { url: String, message: String },
+    Unreachable {
+        url: String,
+        message: String,
+        /// Refused, DNS, TLS or other: what a check reports as the cause.
+        transport: crate::net::Transport,
+    },
     #[error("InfluxDB did not answer within {0:?}")]
     Timeout(Duration),
     #[error("InfluxDB refused the token (HTTP {status}): {message}")]
@@ -187,17 +192,11 @@ impl InfluxClient {
         if e.is_timeout() {
             StoreError::Timeout(self.timeout)
         } else {
-            // The innermost source says why ("Connection refused", a DNS failure);
-            // the layers above it only repeat the URL.
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message = s.to_string();
-                source = s.source();
-            }
+            let (transport, message) = crate::net::transport_failure(&e);
             StoreError::Unreachable {
                 url: self.base.to_string(),
                 message,
+                transport,
             }
         }
     }
@@ -324,6 +323,46 @@ impl InfluxClient {
     pub async fn query(&self, flux: &str) -> Result<Vec<Record>, StoreError> {
         let text = self.query_raw(flux).await?;
         Ok(csv::parse(&text)?)
+    }
+
+    /// The bucket's retention period, `None` when it keeps data forever. Needs the
+    /// token to read the bucket (not the org's other settings).
+    pub async fn bucket_retention(&self) -> Result<Option<Duration>, StoreError> {
+        #[derive(Deserialize)]
+        struct Buckets {
+            buckets: Vec<Bucket>,
+        }
+        #[derive(Deserialize)]
+        struct Bucket {
+            #[serde(default, rename = "retentionRules")]
+            retention_rules: Vec<Rule>,
+        }
+        #[derive(Deserialize)]
+        struct Rule {
+            #[serde(default, rename = "everySeconds")]
+            every_seconds: u64,
+        }
+        let mut url = self.url("api/v2/buckets");
+        url.query_pairs_mut()
+            .append_pair("org", &self.org)
+            .append_pair("name", &self.bucket);
+        let found: Buckets = self
+            .send(self.auth(self.http.get(url)))
+            .await?
+            .json()
+            .await
+            .map_err(|e| StoreError::Protocol(format!("GET /api/v2/buckets: {e}")))?;
+        let bucket = found.buckets.into_iter().next().ok_or_else(|| {
+            StoreError::NotFound(format!("bucket {:?} in org {:?}", self.bucket, self.org))
+        })?;
+        // An expire rule of 0 s is InfluxDB's "forever" too.
+        Ok(bucket
+            .retention_rules
+            .iter()
+            .map(|r| r.every_seconds)
+            .filter(|s| *s > 0)
+            .min()
+            .map(Duration::from_secs))
     }
 
     /// `from(bucket: "<bucket>")`, the start of every query on our bucket.

@@ -215,16 +215,40 @@ impl Drop for IngestProc {
 /// Publishes every (topic, payload) as `user` at `qos` and returns once the broker has
 /// acknowledged them all (QoS 1/2) or they are written (QoS 0).
 pub async fn publish_all(broker: &Mosquitto, user: &str, messages: &[(String, String)], qos: QoS) {
-    publish_fast(broker, user, messages, qos, 200).await
+    publish_with(broker, user, messages, qos, false, 200).await
 }
 
-/// [`publish_all`] with `inflight` unacknowledged publishes at most (more is faster),
-/// and 60 s plus 1 s per 5,000 messages to finish.
+/// [`publish_all`] with `inflight` unacknowledged publishes at most (more is faster).
 pub async fn publish_fast(
     broker: &Mosquitto,
     user: &str,
     messages: &[(String, String)],
     qos: QoS,
+    inflight: u16,
+) {
+    publish_with(broker, user, messages, qos, false, inflight).await
+}
+
+/// [`publish_all`], the messages retained by the broker when `retain` (as the
+/// simulator's heartbeats are).
+pub async fn publish_all_with(
+    broker: &Mosquitto,
+    user: &str,
+    messages: &[(String, String)],
+    qos: QoS,
+    retain: bool,
+) {
+    publish_with(broker, user, messages, qos, retain, 200).await
+}
+
+/// Publishes `messages` retained when `retain`, with `inflight` unacknowledged
+/// publishes at most, and 60 s plus 1 s per 5,000 messages to finish.
+async fn publish_with(
+    broker: &Mosquitto,
+    user: &str,
+    messages: &[(String, String)],
+    qos: QoS,
+    retain: bool,
     inflight: u16,
 ) {
     let (u, p) = account(user);
@@ -241,7 +265,7 @@ pub async fn publish_fast(
     let msgs = messages.to_vec();
     let publisher = tokio::spawn(async move {
         for (t, m) in msgs {
-            client.publish(t, qos, false, m).await.unwrap();
+            client.publish(t, qos, retain, m).await.unwrap();
         }
         client
     });
@@ -274,6 +298,7 @@ pub fn reading_msg(zone: &str, sensor: &str, seq: u64, ms: i64, temp: f64) -> (S
         temp,
         hum: 50.0,
         alert_level: arng::domain::AlertLevel::Normal,
+        provenance: Default::default(),
     };
     (format!("entrepot/{zone}/{sensor}/v1"), r.to_json())
 }
@@ -421,7 +446,140 @@ impl Drop for ServeProc {
     }
 }
 
+/// GET `url` and its JSON body; `None` on any failure (for polling with `eventually`).
+pub async fn get_json(url: &str) -> Option<serde_json::Value> {
+    reqwest::get(url).await.ok()?.json().await.ok()
+}
+
+/// The entry of `sensor` in a `GET /zones/{zone}/latest` answer at `url`.
+pub async fn latest_sensor(url: &str, sensor: &str) -> Option<serde_json::Value> {
+    let v = get_json(url).await?;
+    v["sensors"]
+        .as_array()?
+        .iter()
+        .find(|s| s["sensor"] == sensor)
+        .cloned()
+}
+
 /// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     super::influxd::http(port, "GET", path, "")
+}
+
+/// The environment of a client command (check-e2e, latency, check-lab): the
+/// operator account on the broker, the test influxd, and the API at `api`.
+pub fn client_env(broker: &Mosquitto, db: &Influxd, api: Option<&str>) -> Vec<(String, String)> {
+    let (user, pass) = account("operator");
+    let mut env = vec![
+        ("ARNG_MQTT_URL".to_owned(), broker.url()),
+        ("ARNG_MQTT_USERNAME".to_owned(), user),
+        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
+    ];
+    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+    if let Some(url) = api {
+        env.push(("ARNG_API_URL".to_owned(), url.to_owned()));
+    }
+    env
+}
+
+/// Per `(zone, sensor)` of the `readings` measurement in the last 2 hours, on the
+/// `seq` field: how many points, how many distinct sequence numbers, the largest.
+/// A sensor whose readings `0..n` are each stored exactly once shows `(n, n, n - 1)`:
+/// a lost reading lowers the first two, a second point for one reading (another
+/// timestamp) raises the first only.
+pub async fn sequences(db: &Influxd) -> std::collections::BTreeMap<(String, String), [i64; 3]> {
+    let client = InfluxClient::new(&db.args());
+    let base = r#"from(bucket: "entrepot") |> range(start: -2h, stop: 1h)
+        |> filter(fn: (r) => r._measurement == "readings" and r._field == "seq")
+        |> group(columns: ["zone", "sensor"])"#;
+    let mut out = std::collections::BTreeMap::new();
+    for (i, tail) in ["count()", "distinct() |> count()", "max()"]
+        .iter()
+        .enumerate()
+    {
+        let flux = format!("{base} |> {tail}");
+        let rows = client
+            .query(&flux)
+            .await
+            .unwrap_or_else(|e| panic!("query failed: {e}\n{flux}"));
+        for row in rows {
+            let (Some(zone), Some(sensor), Some(v)) =
+                (row.str("zone"), row.str("sensor"), row.i64("_value"))
+            else {
+                continue;
+            };
+            out.entry((zone.to_owned(), sensor.to_owned()))
+                .or_insert([0; 3])[i] = v;
+        }
+    }
+    out
+}
+
+/// Polls the number of readings (field `temp`) until it reaches `n`; panics with the
+/// last count after `timeout`.
+pub async fn wait_for_count(db: &Influxd, n: i64, timeout: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let stored = count_points(db, "readings", "temp", "").await;
+        if stored >= n {
+            return stored;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {stored} of {n} readings in InfluxDB after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs `arng simulate ARGS` (account `simulator`, against `broker`) on a blocking
+/// thread; the handle gives its output and [`super::describe`]'s account of it.
+pub fn spawn_simulate(
+    broker: &Mosquitto,
+    args: &str,
+) -> tokio::task::JoinHandle<(String, std::process::Output)> {
+    let url = broker.url();
+    let args: Vec<String> = std::iter::once("simulate")
+        .chain(args.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let (user, pass) = account("simulator");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = super::run_arng(
+            &args,
+            &[
+                ("ARNG_MQTT_URL", url.as_str()),
+                ("ARNG_MQTT_USERNAME", user.as_str()),
+                ("ARNG_MQTT_PASSWORD", pass.as_str()),
+            ],
+        );
+        (super::describe(&args, &out), out)
+    })
+}
+
+/// Each of `zones` x `sensors` (named s1, s2... as `arng simulate` names them) holds
+/// readings `0..per_sensor`, each exactly once ([`sequences`]).
+pub async fn assert_each_reading_once(
+    db: &Influxd,
+    zones: &[&str],
+    sensors: usize,
+    per_sensor: i64,
+) {
+    let expected: std::collections::BTreeMap<(String, String), [i64; 3]> = zones
+        .iter()
+        .flat_map(|z| {
+            (1..=sensors).map(move |s| {
+                (
+                    (z.to_string(), format!("s{s}")),
+                    [per_sensor, per_sensor, per_sensor - 1],
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        sequences(db).await,
+        expected,
+        "[points, distinct seq, max seq] per sensor"
+    );
 }

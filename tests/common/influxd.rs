@@ -172,6 +172,28 @@ impl Influxd {
         panic!("influxd not healthy after 60 s:\n{}", self.log());
     }
 
+    /// Gives the bucket a retention period (the setup leaves it at forever, as a
+    /// team that forgot it would).
+    pub fn set_retention(&self, seconds: u64) {
+        let (status, body) = http(
+            self.port,
+            "GET",
+            &format!("/api/v2/buckets?name={BUCKET}"),
+            "",
+        )
+        .expect("GET /api/v2/buckets");
+        assert_eq!(status, 200, "{body}");
+        let buckets: serde_json::Value = serde_json::from_str(&body).expect("JSON buckets");
+        let id = buckets["buckets"][0]["id"]
+            .as_str()
+            .expect("the bucket's id");
+        let rules =
+            format!(r#"{{"retentionRules":[{{"type":"expire","everySeconds":{seconds}}}]}}"#);
+        let (status, body) = http(self.port, "PATCH", &format!("/api/v2/buckets/{id}"), &rules)
+            .expect("PATCH /api/v2/buckets/{id}");
+        assert_eq!(status, 200, "{body}");
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

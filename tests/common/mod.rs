@@ -8,8 +8,10 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod api;
 pub mod chain;
 pub mod influxd;
+pub mod link;
 pub mod mosquitto;
 
 use std::net::TcpListener;
@@ -87,4 +89,117 @@ where
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// (expected status, command) for every `curl` line in the ```sh blocks of a
+/// Markdown document. A line `# expect NNN` before a command gives the status it must
+/// answer; otherwise any 2xx.
+pub fn curl_examples(doc: &str) -> Vec<(Option<u16>, String)> {
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    let mut expect = None;
+    for line in doc.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_sh = t == "```sh";
+            expect = None;
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("# expect ") {
+            expect = rest.split_whitespace().next().and_then(|s| s.parse().ok());
+        } else if t.starts_with("curl ") {
+            out.push((expect.take(), t.to_owned()));
+        }
+    }
+    out
+}
+
+/// Runs one documented curl command with `env` and checks its exit code and HTTP
+/// status (`expect`, or any 2xx). A `--max-time` stream that curl cut is a success.
+pub fn check_curl(expect: Option<u16>, cmd: &str, env: &[(&str, String)]) {
+    // Print the status code after the body; keep curl's exit code.
+    let probe = cmd.replacen("curl ", "curl -w '\\n%{http_code}' ", 1);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&probe)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let status: u16 = stdout
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let streamed = cmd.contains("--max-time") && out.status.code() == Some(28);
+    assert!(
+        out.status.success() || streamed,
+        "{cmd}\nexit {:?}\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match expect {
+        Some(code) => assert_eq!(status, code, "{cmd}\n{stdout}"),
+        None => assert!(
+            (200..300).contains(&status),
+            "{cmd} answered {status}\n{stdout}"
+        ),
+    }
+}
+
+/// A Python that imports paho-mqtt, for the lab's Python sensor (examples/python/):
+/// `$ARNG_PYTHON`, else the first of `python3`, `/usr/bin/python3` that imports it;
+/// scripts/test.sh installs Debian's python3-paho-mqtt (or a venv from PyPI). None:
+/// the test fails and says how to get one.
+pub fn python_with_paho() -> String {
+    let imports_paho = |py: &str| {
+        Command::new(py)
+            .args(["-c", "import paho.mqtt.client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if let Ok(py) = std::env::var("ARNG_PYTHON") {
+        assert!(
+            imports_paho(&py),
+            "$ARNG_PYTHON={py} cannot import paho.mqtt"
+        );
+        return py;
+    }
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|py| imports_paho(py))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            panic!(
+                "no Python with paho-mqtt: run scripts/test.sh, or apt-get install \
+                 python3-paho-mqtt, or set ARNG_PYTHON to a venv's python with paho-mqtt"
+            )
+        })
+}
+
+/// Runs `arng args` off the async runtime; (exit code, stdout, stderr, description).
+pub async fn arng(
+    args: &[&str],
+    env: &[(String, String)],
+) -> (Option<i32>, String, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env = env.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = run_arng(&a, &e);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            describe(&a, &out),
+        )
+    })
+    .await
+    .unwrap()
 }

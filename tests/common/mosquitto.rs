@@ -60,7 +60,7 @@ impl Mosquitto {
 
     /// Starts `mosquitto-conf/<conf_name>` (e.g. `"qos1.conf"`) on a free port.
     pub fn start_with(conf_name: &str) -> Self {
-        Self::start_listeners(conf_name, 1, false, &[])
+        Self::start_listeners(conf_name, 1, false, None, &[])
     }
 
     /// Like [`Mosquitto::start_with`], with some settings of the rendered copy
@@ -68,20 +68,34 @@ impl Mosquitto {
     /// option, which must exist, so a test cannot set an option the config lacks
     /// without saying so.
     pub fn start_with_settings(conf_name: &str, settings: &[(&str, &str)]) -> Self {
-        Self::start_listeners(conf_name, 1, false, settings)
+        Self::start_listeners(conf_name, 1, false, None, settings)
     }
 
     /// Starts `mosquitto-conf/tls.conf`: plain, TLS and mutual-TLS listeners on free
     /// ports, with a CA, server and client certificates made by
     /// `scripts/gen-certs.sh` in `<temp dir>/certs` (see [`Mosquitto::cert`]).
     pub fn start_tls() -> Self {
-        Self::start_listeners("tls.conf", 3, true, &[])
+        Self::start_listeners("tls.conf", 3, true, None, &[])
+    }
+
+    /// Starts a site broker from `conf` (`"bridge.conf"`, or the absolute path of a
+    /// variant of it) whose bridge connects to `central` (`HOST:PORT`, given to
+    /// `scripts/broker-config.sh` as `ARNG_BRIDGE_ADDRESS`). With `certs`, the
+    /// bridge's TLS files are taken from that directory (another broker's
+    /// `start_tls` certificates).
+    pub fn start_site(conf: &str, central: &str, certs: Option<&Path>) -> Self {
+        let bridge = Bridge {
+            address: central.to_owned(),
+            certs: certs.map(Path::to_path_buf),
+        };
+        Self::start_listeners(conf, 1, false, Some(bridge), &[])
     }
 
     fn start_listeners(
         conf_name: &str,
         listeners: usize,
         tls: bool,
+        bridge: Option<Bridge>,
         settings: &[(&str, &str)],
     ) -> Self {
         let binary = mosquitto_binary();
@@ -89,15 +103,21 @@ impl Mosquitto {
             .prefix("arng-mosquitto-")
             .tempdir()
             .expect("cannot create a temp dir for mosquitto");
-        let certs = tls.then(|| {
-            let certs = dir.path().join(CERTS_DIR);
-            generate_certs(&certs);
-            certs
-        });
+        let certs = tls
+            .then(|| {
+                let certs = dir.path().join(CERTS_DIR);
+                generate_certs(&certs);
+                certs
+            })
+            .or_else(|| bridge.as_ref().and_then(|b| b.certs.clone()));
+        let env: Vec<(&str, &str)> = bridge
+            .as_ref()
+            .map(|b| vec![("ARNG_BRIDGE_ADDRESS", b.address.as_str())])
+            .unwrap_or_default();
         let mut failures = Vec::new();
         for _ in 0..PORT_ATTEMPTS {
             let ports: Vec<u16> = (0..listeners).map(|_| super::free_port()).collect();
-            render(conf_name, dir.path(), &ports, certs.as_deref());
+            render(conf_name, dir.path(), &ports, certs.as_deref(), &env);
             change_settings(&dir.path().join("mosquitto.conf"), settings);
             match launch(&binary, dir.path(), ports[0]) {
                 Ok(child) => {
@@ -122,6 +142,25 @@ impl Mosquitto {
             failures.join(", "),
             read_log(dir.path())
         );
+    }
+
+    /// The rendered config this broker runs (`mosquitto.conf` in its temp dir).
+    pub fn rendered_config(&self) -> String {
+        fs::read_to_string(self.dir.path().join("mosquitto.conf")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no save of the persistence database, as in a power cut.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again after `stop` or `kill9`, on the same port and files.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again: the broker is running");
+        self.restart();
     }
 
     /// `mqtt://127.0.0.1:PORT`, the form of `--mqtt-url` / `ARNG_MQTT_URL`.
@@ -245,6 +284,12 @@ pub fn account(user: &str) -> (String, String) {
         .unwrap_or_else(|| panic!("no account {user:?} in {}", path.display()))
 }
 
+/// What a site broker's bridge connects to (`start_site`).
+struct Bridge {
+    address: String,
+    certs: Option<PathBuf>,
+}
+
 enum Launch {
     /// Mosquitto could not bind the port: retry with another one.
     PortTaken,
@@ -277,8 +322,9 @@ pub fn generate_certs(dir: &Path) {
     );
 }
 
-/// `scripts/broker-config.sh render mosquitto-conf/<conf_name> DIR PORTS [CERT_DIR]`.
-fn render(conf_name: &str, dir: &Path, ports: &[u16], certs: Option<&Path>) {
+/// `scripts/broker-config.sh render mosquitto-conf/<conf_name> DIR PORTS [CERT_DIR]`
+/// (`conf_name` may also be an absolute path), with `env` set for the script.
+fn render(conf_name: &str, dir: &Path, ports: &[u16], certs: Option<&Path>, env: &[(&str, &str)]) {
     let source = super::repo_root().join("mosquitto-conf").join(conf_name);
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     let ports = ports.join(",");
@@ -289,7 +335,7 @@ fn render(conf_name: &str, dir: &Path, ports: &[u16], certs: Option<&Path>) {
         OsStr::new(&ports),
     ];
     args.extend(certs.map(Path::as_os_str));
-    run_script("scripts/broker-config.sh", &args, "");
+    run_script_with("scripts/broker-config.sh", &args, "", env);
 }
 
 /// Replaces, in a rendered config, the line of each option in `settings`.
@@ -312,10 +358,16 @@ fn change_settings(conf: &Path, settings: &[(&str, &str)]) {
 /// Runs a bash script of the repository; panics with its output (and `hint`) if it
 /// fails.
 fn run_script(script: &str, args: &[&OsStr], hint: &str) {
+    run_script_with(script, args, hint, &[]);
+}
+
+/// `run_script` with environment variables for the script.
+fn run_script_with(script: &str, args: &[&OsStr], hint: &str, env: &[(&str, &str)]) {
     let script = super::repo_root().join(script);
     let output = Command::new("bash")
         .arg(&script)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
