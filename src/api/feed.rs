@@ -10,6 +10,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use tracing::{debug, info, warn};
 
 use super::{queries, AppState, LiveEvent, ThresholdSource};
+use crate::backoff::Backoff;
 use crate::config::MqttArgs;
 use crate::domain::topic::{self, Topic};
 use crate::domain::{Alert, Heartbeat, Reading, Thresholds};
@@ -45,11 +46,11 @@ pub async fn run_mqtt(
     client: AsyncClient,
     mut eventloop: EventLoop,
 ) -> rumqttc::ConnectionError {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 state.mqtt_connected.store(true, Ordering::Relaxed);
                 info!("API connected to the broker");
                 // Readings at QoS 0: the cache only needs the newest value, and a lost
@@ -77,9 +78,9 @@ pub async fn run_mqtt(
                     }
                 }
                 let why = crate::mqtt::tls_failure(&e).unwrap_or_else(|| e.to_string());
-                warn!(error = %why, retry_in = ?backoff, "API lost the broker; reconnecting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let wait = backoff.next_delay();
+                warn!(error = %why, retry_in = ?wait, "API lost the broker; reconnecting");
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -38,6 +38,7 @@ use super::classify::{classify, Inbound};
 use super::outbox::{self, Delivery, Outbox, ToLink};
 use super::reader::Reader;
 use super::{IngestConfig, IngestError, IngestMetrics};
+use crate::backoff::Backoff;
 use crate::domain::topic::{self, Topic};
 
 /// Most payload bytes held at once, whatever `max_unacked` says: a flood of
@@ -175,7 +176,7 @@ impl Link {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), IngestError> {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let mut next_attempt = Instant::now();
         loop {
             if self.eventloop.network.is_none() {
@@ -190,7 +191,7 @@ impl Link {
                         self.eventloop.poll().await
                     } => match polled {
                         Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                            backoff = Duration::from_millis(100);
+                            backoff.reset();
                             self.on_connected(ack.session_present);
                         }
                         Ok(_) => {}
@@ -199,9 +200,9 @@ impl Link {
                                 writer.abort();
                                 return Err(IngestError::Broker(Box::new(refused)));
                             }
-                            self.connection_lost(&e, backoff);
-                            next_attempt = Instant::now() + super::writer::jitter(backoff);
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            let wait = backoff.next_delay();
+                            self.connection_lost(&e, wait);
+                            next_attempt = Instant::now() + wait;
                         }
                     },
                 }
@@ -216,9 +217,9 @@ impl Link {
                 Ok(Some(res)) => return self.finish(res).await,
                 Err(e) => {
                     self.eventloop.clean();
-                    self.connection_lost(&e, backoff);
-                    next_attempt = Instant::now() + super::writer::jitter(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next_delay();
+                    self.connection_lost(&e, wait);
+                    next_attempt = Instant::now() + wait;
                 }
             }
         }

@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 
 use super::spool::{Spool, SpoolError};
 use super::IngestMetrics;
+use crate::backoff::jitter;
 use crate::domain::line_protocol::Point;
 use crate::domain::schema::dead_letter_point;
 use crate::store::{InfluxClient, StoreError};
@@ -83,21 +84,6 @@ impl RetryPolicy {
             _ => jitter(self.first_delay * 2u32.saturating_pow(attempt.saturating_sub(1))),
         }
     }
-}
-
-/// `d` scaled by a random factor in [0.5, 1.5), so that many clients retrying after
-/// the same outage do not all come back at the same instant.
-pub fn jitter(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.as_nanos())
-            .unwrap_or(0),
-    );
-    let frac = (h.finish() % 10_000) as f64 / 10_000.0;
-    d.mul_f64(0.5 + frac)
 }
 
 /// Where a batch ended up.

@@ -27,6 +27,7 @@ use super::pipeline::Pipeline;
 use super::rule_state::{RuleSnapshot, RuleState};
 use super::storage::{DrainOutcome, Health, LineSink, Storage, Stored};
 use super::{IngestConfig, IngestError, IngestMetrics};
+use crate::backoff::jitter;
 use crate::domain::line_protocol::Point;
 use crate::domain::rules::RuleEngine;
 use crate::domain::schema::{
@@ -35,8 +36,6 @@ use crate::domain::schema::{
 use crate::domain::{Alert, AlertKind, AlertSource, Thresholds, Topic};
 use crate::store::StoreError;
 use crate::supervision::{LagWindow, SUPERVISION_INTERVAL};
-
-pub use super::storage::jitter;
 
 /// Longest wait between two attempts to store a held batch (spool full).
 const MAX_HOLD_DELAY: Duration = Duration::from_secs(10);
