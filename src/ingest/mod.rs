@@ -172,7 +172,8 @@ async fn run_here(
         metrics.clone(),
         storage::RetryPolicy::default(),
         &cfg.client_id,
-    );
+    )
+    .with_dead_letter_copies(wiring.outbox.clone());
     let writer = writer::Writer::new(&cfg, storage, rules, wiring.outbox, metrics);
     let writer_task = tokio::spawn(writer.run(wiring.inbound));
     link.run(writer_task, shutdown).await

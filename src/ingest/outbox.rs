@@ -91,6 +91,11 @@ impl Outbox {
         self.0.send(ToLink::Publish(p)).map_err(|_| LinkClosed)
     }
 
+    /// Publishes a message already built (a dead-letter copy).
+    pub fn send(&self, p: Publish) -> Result<(), LinkClosed> {
+        self.0.send(ToLink::Publish(p)).map_err(|_| LinkClosed)
+    }
+
     /// An outbox whose messages are read by the returned receiver, for unit tests of
     /// the writer.
     #[cfg(test)]

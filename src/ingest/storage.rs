@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::{error, info, warn};
 
+use super::deadletter::DeadLetters;
+use super::outbox::Outbox;
 use super::spool::{Spool, SpoolError};
 use super::IngestMetrics;
 use crate::backoff::jitter;
@@ -116,6 +118,9 @@ pub struct Storage<S> {
     dead_letter_ms: i64,
     drain_delay: Duration,
     next_drain: tokio::time::Instant,
+    /// Where the copies of points InfluxDB refuses go (`entrepot/deadletter/<reason>`),
+    /// at their own bounded rate; None: only the `deadletters` measurement.
+    copies: Option<(Outbox, DeadLetters)>,
 }
 
 impl<S: LineSink> Storage<S> {
@@ -137,7 +142,16 @@ impl<S: LineSink> Storage<S> {
             dead_letter_ms: 0,
             drain_delay: policy.first_drain_delay,
             next_drain: tokio::time::Instant::now(),
+            copies: None,
         }
+    }
+
+    /// Also publishes a copy of each point InfluxDB refuses on the dead-letter topic,
+    /// through `outbox`, as the link does for the messages it refuses.
+    pub fn with_dead_letter_copies(mut self, outbox: Outbox) -> Storage<S> {
+        let copies = DeadLetters::new(&self.instance, &self.metrics.registry);
+        self.copies = Some((outbox, copies));
+        self
     }
 
     /// A handle on the sink for pipelined writes.
@@ -297,7 +311,16 @@ impl<S: LineSink> Storage<S> {
         };
         self.metrics.rejected(reason).inc();
         warn!(error = %e, line = %line.chars().take(200).collect::<String>(), "InfluxDB rejected a point; dead-lettered");
-        let dl = self.dead_letter(reason, "", line.as_bytes(), &e.to_string());
+        let error = e.to_string();
+        if let Some((outbox, copies)) = &mut self.copies {
+            if let Some(copy) = copies.copy("", line.as_bytes(), reason, None, &error) {
+                match outbox.send(copy) {
+                    Ok(()) => copies.queued(),
+                    Err(_) => copies.dropped(),
+                }
+            }
+        }
+        let dl = self.dead_letter(reason, "", line.as_bytes(), &error);
         let mut body = String::new();
         let written = match dl.encode_into(&mut body) {
             Ok(()) => self.sink.write_lines(&body).await,
@@ -507,6 +530,32 @@ pub(crate) mod tests {
         assert_eq!(s.health(), Health::Up);
         // The first half was written before the second (order kept).
         assert!(readings[0].contains("sensor=s0,"));
+    }
+
+    #[tokio::test]
+    async fn a_point_influxdb_refuses_is_also_copied_to_the_dead_letter_topic() {
+        let sink = ScriptedSink::new(&[Answer::RejectContaining("s5,")]);
+        let (s, _dir, m) = storage(&sink, 1 << 20);
+        let (outbox, mut to_link) = Outbox::detached();
+        let mut s = s.with_dead_letter_copies(outbox);
+        assert_eq!(s.write_split(&body(8)).await.unwrap(), 7);
+        let Some(crate::ingest::outbox::ToLink::Publish(p)) = to_link.try_recv().ok() else {
+            panic!("no dead-letter copy published");
+        };
+        assert_eq!(p.topic, "entrepot/deadletter/influx_rejected");
+        assert_eq!(p.qos, rumqttc::QoS::AtLeastOnce);
+        assert!(!p.retain);
+        let copy: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+        assert_eq!(copy["reason"], "influx_rejected");
+        assert!(
+            copy["payload"].as_str().unwrap().contains("sensor=s5,"),
+            "{copy}"
+        );
+        assert!(to_link.try_recv().is_err(), "one refused point, one copy");
+        let published = m
+            .registry
+            .counter("arng_ingest_deadletters_published_total", "", &[]);
+        assert_eq!(published.get(), 1);
     }
 
     #[tokio::test]
