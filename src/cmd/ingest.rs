@@ -210,6 +210,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for metrics (choose another --metrics-port)")
     })?;
+    // With --metrics-port 0 the system picks the port: say the one it picked.
+    let addr = listener.local_addr().unwrap_or(addr);
     info!(%addr, "metrics on http://{addr}/metrics");
     let metrics_server = tokio::spawn(crate::metrics::serve(listener, registry.clone()));
 
