@@ -13,7 +13,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::UsageError;
-use crate::config::{parse_zone, Chain};
+use crate::config::{parse_zone, Backends, Chain, TeamApiArgs};
 use crate::domain::Zone;
 use crate::help::heading;
 use crate::lab::render;
@@ -123,7 +123,10 @@ pub struct Args {
 
     // Last: these groups set the heading of what follows them (crate::help).
     #[command(flatten)]
-    pub chain: Chain,
+    pub backends: Backends,
+
+    #[command(flatten)]
+    pub api: TeamApiArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -137,7 +140,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let check = LabCheck {
-        chain: args.chain,
+        chain: Chain {
+            mqtt: args.backends.mqtt,
+            influx: args.backends.influx,
+            api: args.api.0,
+        },
         zones: args.zones,
         window: args.window,
         timeout: args.timeout,
