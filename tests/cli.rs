@@ -336,6 +336,8 @@ fn help_groups_options_under_headings_and_ends_with_examples() {
         ("serve", "ARNG_API_REQUEST_TIMEOUT"),
         ("serve", "ARNG_API_LOOKBACK"),
         ("latency", "ARNG_LATENCY_SAMPLES"),
+        ("latency", "ARNG_EXCLUDE_ZONES"),
+        ("latency", "ARNG_HEARTBEAT_MAX_AGE"),
         ("doctor", "ARNG_DOCTOR_TIMEOUT"),
     ] {
         let out = run_arng(&[command, "--help"], &[]);

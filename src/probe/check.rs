@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::alerts::{alert_hops, ALERT_HOPS};
 use super::influx::{last_heartbeats, probe_in_influx};
 use super::prober::RETAINED_WAIT;
-use super::scope::{self, Facts, LastHeartbeats, Scope};
+use super::scope::{self, LastHeartbeats, Scope, ZoneOptions};
 use super::{ms, poll, ApiClient, Cause, Failure, ProbeError, Prober};
 use crate::config::Chain;
 use crate::domain::topic::{Topic, HEARTBEATS_FILTER, THRESHOLDS_TOPIC};
@@ -69,16 +69,11 @@ const INFLUX_HINT: &str =
 pub struct E2eCheck {
     /// Where the broker, InfluxDB and the API are.
     pub chain: Chain,
-    /// `--zone`: the probes go to the first, heartbeats are checked for these; empty:
-    /// the rule of [`super::scope`].
-    pub zones: Vec<Zone>,
-    /// `--exclude-zone`: never probed, heartbeats not checked.
-    pub exclude: Vec<Zone>,
+    /// Which zones are probed and whose heartbeats are checked, by the rule of
+    /// [`super::scope`]; the oldest heartbeat accepted.
+    pub zones: ZoneOptions,
     /// How long each hop may take (more than zero).
     pub timeout: Duration,
-    /// Oldest zone heartbeat accepted; `None`: `silence_after_s` of the thresholds
-    /// in force.
-    pub heartbeat_max_age: Option<Duration>,
 }
 
 /// What a run found: the hops, and the zones it was about.
@@ -111,20 +106,7 @@ impl E2eReport {
 
     /// The probe zone and why, and whose heartbeats were checked, in one sentence.
     pub fn zone_choice(&self) -> String {
-        let probe = match &self.scope.probe {
-            Ok(z) => format!("probes went to zone {z}: {}", self.scope.why),
-            Err(why) => why.clone(),
-        };
-        let zones: Vec<&str> = self.scope.zones.iter().map(Zone::as_str).collect();
-        format!(
-            "{probe}; heartbeats checked: {} ({})",
-            if zones.is_empty() {
-                "none".to_owned()
-            } else {
-                zones.join(", ")
-            },
-            self.scope.basis
-        )
+        self.scope.choice("checked")
     }
 }
 
@@ -234,22 +216,11 @@ async fn check(args: &E2eCheck, progress: &ProgressBar) -> E2eReport {
         .as_ref()
         .map(|l| l.prober.heartbeats())
         .unwrap_or_default();
-    let max_age = args
-        .heartbeat_max_age
-        .unwrap_or_else(|| Duration::from_secs(thresholds.silence_after_s));
-    let mut known: LastHeartbeats = stored_beats.as_ref().cloned().unwrap_or_default();
-    for (zone, t) in &broker_beats {
-        let newest = known.entry(zone.clone()).or_insert(*t);
-        *newest = (*newest).max(*t);
-    }
-    let scope = scope::choose(&Facts {
-        named: &args.zones,
-        excluded: &args.exclude,
-        configured: thresholds.zones.keys().cloned().collect(),
-        heartbeats: &known,
-        now: Utc::now(),
-        max_age,
-    });
+    let max_age = args.zones.max_age(&thresholds);
+    let stored_beats = stored_beats.unwrap_or_default();
+    let scope = args
+        .zones
+        .scope(&thresholds, &stored_beats, &broker_beats, Utc::now());
 
     match (listening.as_mut(), &scope.probe) {
         (None, _) => {
@@ -501,7 +472,8 @@ async fn heartbeat_hop(
         }
     };
     let took = Some(ms(started.elapsed()));
-    match scope::heartbeat_verdict(scope, &stored, broker, &args.exclude, Utc::now(), max_age) {
+    let excluded = &args.zones.exclude_zone;
+    match scope::heartbeat_verdict(scope, &stored, broker, excluded, Utc::now(), max_age) {
         Ok(detail) => Check::pass(HOP_HEARTBEATS, took, detail),
         Err((cause, detail)) => Check::failed(HOP_HEARTBEATS, cause, took, detail),
     }
