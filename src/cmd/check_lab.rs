@@ -4,13 +4,12 @@
 //! terminal, prints the table or JSON, writes the Markdown report, and exits 1 when a
 //! checked item failed.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::UsageError;
 use crate::config::{parse_zone, Backends, Chain, TeamApiArgs};
@@ -188,15 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn progress() -> ProgressBar {
-    let bar = ProgressBar::new(1);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} s {wide_bar} {msg}") {
-        bar.set_style(style);
-    }
-    // Only for a person watching: never in a pipe, a log or CI.
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar
+    super::progress_bar(1, "{spinner} {pos}/{len} s {wide_bar} {msg}")
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 //! The paths measured and how are [`crate::probe::latency`]'s; this command shows a
 //! progress bar on a terminal, then prints the percentiles as tables or JSON.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::UsageError;
 use crate::config::Chain;
@@ -103,15 +102,7 @@ fn progress(args: &Args) -> ProgressBar {
             "{spinner} {pos}/{len} probes {wide_bar} {msg}",
         ),
     };
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
-    }
-    // Only for a person watching: never in a pipe, a log or CI.
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar
+    super::progress_bar(len, template)
 }
 
 #[cfg(test)]
