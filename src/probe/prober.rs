@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rumqttc::QoS;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ use super::scope::LastHeartbeats;
 use super::ProbeError;
 use crate::config::MqttArgs;
 use crate::domain::topic::{Topic, THRESHOLDS_TOPIC};
-use crate::domain::{AlertLevel, Heartbeat, Reading, SensorId, Thresholds, Zone};
+use crate::domain::{AlertLevel, Heartbeat, Reading, SensorClock, SensorId, Thresholds, Zone};
 use crate::mqtt::dual::{self, Client, Event, Protocol, Setup};
 use crate::mqtt::v5::Refusal;
 use crate::mqtt::MqttError;
@@ -73,7 +73,8 @@ pub struct Prober {
     received: VecDeque<Received>,
     sensor: SensorId,
     next_seq: u64,
-    last_ms: i64,
+    /// The probes' timestamps: each in a millisecond of its own.
+    clock: SensorClock,
     down: Option<String>,
 }
 
@@ -128,7 +129,7 @@ impl Prober {
             sensor: SensorId::new(PROBE_SENSOR).expect("the probe sensor name is valid"),
             // Unique across runs (microseconds) and increasing, like a sensor counter.
             next_seq: micros,
-            last_ms: 0,
+            clock: SensorClock::default(),
             down: None,
         })
     }
@@ -136,15 +137,13 @@ impl Prober {
     /// A new probe reading of `zone`: the next `seq`, a timestamp in a millisecond of
     /// its own (two probes never share a point in InfluxDB).
     pub fn reading(&mut self, zone: &Zone, temp: f64, hum: f64, level: AlertLevel) -> Reading {
-        let ms = Utc::now().timestamp_millis().max(self.last_ms + 1);
-        self.last_ms = ms;
         let seq = self.next_seq;
         self.next_seq += 1;
         Reading {
             zone: zone.clone(),
             sensor: self.sensor.clone(),
             seq: Some(seq),
-            timestamp: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            timestamp: self.clock.stamp_ahead(Utc::now()),
             temp,
             hum: supervision::clamp_hum(hum),
             alert_level: level,
