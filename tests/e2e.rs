@@ -97,6 +97,20 @@ impl SilentZoneChain {
     }
 }
 
+/// The environment of a check against `broker` as `user`, with nothing listening at
+/// its API and InfluxDB URLs.
+fn broker_only_env(broker: &Mosquitto, user: &str) -> Vec<(String, String)> {
+    let (user, pass) = account(user);
+    let dead = || format!("http://127.0.0.1:{}", common::free_port());
+    vec![
+        ("ARNG_MQTT_URL".to_owned(), broker.url()),
+        ("ARNG_MQTT_USERNAME".to_owned(), user),
+        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
+        ("ARNG_API_URL".to_owned(), dead()),
+        ("INFLUX_URL".to_owned(), dead()),
+    ]
+}
+
 fn hop<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["hops"]
         .as_array()
@@ -422,15 +436,7 @@ async fn check_e2e_names_each_hops_own_cause_and_probes_a_live_zone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_e2e_names_a_refused_probe_with_the_account() {
     let broker = Mosquitto::start();
-    let (user, pass) = account("sensor-nord");
-    let dead = |scheme: &str| format!("{scheme}://127.0.0.1:{}", common::free_port());
-    let env = vec![
-        ("ARNG_MQTT_URL".to_owned(), broker.url()),
-        ("ARNG_MQTT_USERNAME".to_owned(), user),
-        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
-        ("ARNG_API_URL".to_owned(), dead("http")),
-        ("INFLUX_URL".to_owned(), dead("http")),
-    ];
+    let env = broker_only_env(&broker, "sensor-nord");
     let (code, stdout, _, shown) = arng(
         &["check-e2e", "--json", "--zone", "sud", "--timeout", "8s"],
         &env,
@@ -446,11 +452,20 @@ async fn check_e2e_names_a_refused_probe_with_the_account() {
          (account sensor-nord)",
         "{shown}"
     );
-    // Answered, not timed out: well below the 8 s the hop may wait. (The $SYS hop
-    // does wait: the broker grants the subscription and then delivers nothing this
-    // account may not read.)
+    // Answered, not timed out: well below the 8 s the hop may wait.
     let took = publish["latency_ms"].as_f64().unwrap_or(f64::MAX);
     assert!(took < 4_000.0, "{took} ms{shown}");
+    // The broker grants the $SYS subscription and then delivers nothing this account
+    // may not read: the hop says so after its 3 s, naming the account.
+    let sys = hop(&report, "broker $SYS");
+    assert_eq!(sys["cause"], "not_seen", "{shown}");
+    assert!(
+        sys["detail"]
+            .as_str()
+            .unwrap()
+            .contains("account sensor-nord"),
+        "{shown}"
+    );
     for name in &PROBE_HOPS[1..] {
         let h = hop(&report, name);
         assert!(
@@ -458,6 +473,45 @@ async fn check_e2e_names_a_refused_probe_with_the_account() {
             "{name}{shown}"
         );
     }
+}
+
+/// A broker that publishes no statistics (`sys_interval 0`, the reference config
+/// otherwise): the `broker $SYS` hop fails with `not_seen` after a bounded wait (the
+/// uptime is retained when it exists), not after the whole --timeout, and says what
+/// to look at. Only the broker runs: the API and InfluxDB hops fail on their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_e2e_names_a_broker_without_sys_statistics_without_waiting_the_timeout() {
+    let reference =
+        std::fs::read_to_string(common::repo_root().join("mosquitto-conf/mosquitto.conf")).unwrap();
+    assert!(reference.contains("\nsys_interval 10\n"), "{reference}");
+    let dir = tempfile::tempdir().unwrap();
+    let variant = dir.path().join("sys-off.conf");
+    std::fs::write(
+        &variant,
+        reference.replace("\nsys_interval 10\n", "\nsys_interval 0\n"),
+    )
+    .unwrap();
+    let broker = Mosquitto::start_with(variant.to_str().unwrap());
+    assert!(broker.rendered_config().contains("\nsys_interval 0\n"));
+    let env = broker_only_env(&broker, "operator");
+    let started = std::time::Instant::now();
+    let (code, stdout, _, shown) = arng(&["check-e2e", "--json", "--timeout", "60s"], &env).await;
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    let sys = hop(&report, "broker $SYS");
+    assert_eq!(sys["ok"], false, "{shown}");
+    assert_eq!(sys["cause"], "not_seen", "{shown}");
+    let detail = sys["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no $SYS/broker/uptime within 3s")
+            && detail.contains("sys_interval 0")
+            && detail.contains("account operator"),
+        "{shown}"
+    );
+    // Bounded: nowhere near the 60 s a hop may take.
+    assert!(sys["latency_ms"].as_f64().unwrap() < 10_000.0, "{shown}");
+    assert!(took < Duration::from_secs(30), "took {took:?}{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

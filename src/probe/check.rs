@@ -12,7 +12,7 @@
 //! | `alert rest` | the same alert is listed by `GET /alerts?zone=<zone>` |
 //! | `alert cleared` | after `debounce` normal probes, the clearing alert arrives on MQTT |
 //! | `heartbeats` | every zone of the scope has a heartbeat in InfluxDB younger than the limit |
-//! | `broker $SYS` | the broker answers on `$SYS/broker/uptime` |
+//! | `broker $SYS` | `$SYS/broker/uptime` (retained) arrives within [`SYS_WAIT`] of subscribing |
 //!
 //! Each hop reports its own cause ([`Cause`]): a hop that cannot reach its own
 //! server (refused, DNS, credentials) fails at once with that cause, without waiting
@@ -58,6 +58,12 @@ const AFTER_PUBLISH: [&str; 5] = [
     HOP_ALERT_REST,
     HOP_ALERT_CLEARED,
 ];
+
+/// How long after subscribing the `broker $SYS` hop waits for `$SYS/broker/uptime`
+/// (at most `--timeout`). Mosquitto keeps it retained, so it comes right after the
+/// SUBACK whenever the broker publishes statistics; a broker with `sys_interval 0`
+/// publishes none, ever, and waiting out the timeout would tell nothing more.
+pub const SYS_WAIT: Duration = Duration::from_secs(3);
 
 /// Where this check's InfluxDB options are, for a failure of its own queries.
 const INFLUX_HINT: &str =
@@ -261,9 +267,9 @@ async fn check(args: &E2eCheck, progress: &ProgressBar) -> E2eReport {
             sys: Ok(at),
             ..
         }) => {
-            let at = *at;
+            let (at, wait) = (*at, timeout.min(SYS_WAIT));
             let seen = prober
-                .wait_message(at, at + timeout, |t, _| t == SYS_UPTIME_TOPIC)
+                .wait_message(at, at + wait, |t, _| t == SYS_UPTIME_TOPIC)
                 .await;
             match seen {
                 Some(m) => Check::pass(
@@ -279,9 +285,12 @@ async fn check(args: &E2eCheck, progress: &ProgressBar) -> E2eReport {
                     Cause::NotSeen,
                     Some(ms(at.elapsed())),
                     format!(
-                        "no {SYS_UPTIME_TOPIC} within {}: is sys_interval 0 in mosquitto.conf, \
-                         or may this account not read $SYS/# (operator may)?",
-                        humantime::format_duration(timeout)
+                        "no {SYS_UPTIME_TOPIC} within {} of subscribing, although Mosquitto \
+                         keeps it retained: the broker publishes no statistics (sys_interval 0 \
+                         in mosquitto.conf; the reference config has 10), or account {} may \
+                         not read $SYS/# (operator may)",
+                        humantime::format_duration(wait),
+                        prober.account()
                     ),
                 ),
             }

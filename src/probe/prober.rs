@@ -179,6 +179,11 @@ impl Prober {
         ProbeError::BrokerLost(self.down.as_deref().unwrap_or("closed").to_owned())
     }
 
+    /// The broker account this prober connected as (`(none)` without one).
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
     /// Subscribes to `filters` in one request; which ones the broker granted.
     pub async fn subscribe(
         &mut self,
