@@ -10,7 +10,11 @@
 # Prints one line per round and the medians.
 #
 # Usage: bench/ingest.sh [ROUNDS] ; environment: RATE (20000), DURATION (20s),
-# SENSORS_PER_ZONE (500), ZONES_PER_ROUND (4), BATCH (5000). Servers and helpers: bench/lib.sh.
+# SENSORS_PER_ZONE (500), ZONES_PER_ROUND (4), BATCH (5000), ARNG_ARGS (more options
+# for arng ingest, to try other settings), BASELINE (another arng binary, e.g. a
+# release build of main: each round then runs it too, right after this build, on the
+# same servers, and the medians of both are printed side by side). Servers and
+# helpers: bench/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -19,6 +23,7 @@ DURATION=${DURATION:-20s}
 SENSORS=${SENSORS_PER_ZONE:-500}
 NZONES=${ZONES_PER_ROUND:-4}
 BATCH=${BATCH:-5000}
+read -r -a arng_args <<<"${ARNG_ARGS:-}"
 
 bench_name=bench-ingest
 . bench/lib.sh
@@ -34,11 +39,28 @@ start_influxd
 iport=${influx##*:}
 
 export ARNG_MQTT_URL="mqtt://127.0.0.1:$mport" INFLUX_URL="http://127.0.0.1:$iport" INFLUX_TOKEN=dev-token
-metrics_port=$(free_port)
-ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$(pw ingest) RUST_LOG=arng=warn \
-  "$arng" ingest --metrics-port "$metrics_port" --spool-dir "$work/spool" --batch-size "$BATCH" >"$work/ingest.log" 2>&1 & ingest_pid=$!
-pids+=($ingest_pid)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$metrics_port/metrics" >/dev/null && break; sleep 0.1; done
+labels=(this)
+[ -z "${BASELINE:-}" ] || { [ -x "$BASELINE" ] || die "BASELINE $BASELINE is not executable"; labels+=(baseline); }
+ingest_pid=""
+# start_ingest BINARY: a fresh ingest (its own spool, same client id and session).
+start_ingest() {
+  metrics_port=$(free_port)
+  ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$(pw ingest) RUST_LOG=arng=warn \
+    "$1" ingest --metrics-port "$metrics_port" --spool-dir "$work/spool-$2" --batch-size "$BATCH" "${arng_args[@]}" >>"$work/ingest.log" 2>&1 &
+  ingest_pid=$!
+  pids+=("$ingest_pid")
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$metrics_port/metrics" >/dev/null && break; sleep 0.1; done
+  # Subscribed (a fresh broker has no session before the first SUBSCRIBE).
+  for _ in $(seq 1 100); do [ "$(metrics | awk '$1=="arng_ingest_mqtt_connected"{print $2}')" = 1 ] && break; sleep 0.1; done
+  sleep 0.5
+}
+stop_ingest() {
+  kill -TERM "$ingest_pid" 2>/dev/null || true
+  wait "$ingest_pid" 2>/dev/null || true
+  local i
+  for i in "${!pids[@]}"; do [ "${pids[i]}" != "$ingest_pid" ] || unset 'pids[i]'; done
+  pids=("${pids[@]}")
+}
 
 metrics() { curl -sf "http://127.0.0.1:$metrics_port/metrics"; }
 written() { metrics | awk '$1=="arng_ingest_readings_written_total"{print $2}'; }
@@ -46,7 +68,10 @@ written() { metrics | awk '$1=="arng_ingest_readings_written_total"{print $2}'; 
 results="$work/results.txt"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
-  zones=$(seq 1 "$NZONES" | sed "s/^/r${round}z/" | paste -sd,)
+for label in "${labels[@]}"; do
+  if [ "$label" = this ]; then bin=$arng; else bin=$BASELINE; fi
+  start_ingest "$bin" "$label"
+  zones=$(seq 1 "$NZONES" | sed "s/^/r${round}${label:0:1}z/" | paste -sd,)
   before=$(written)
   metrics >"$work/before.prom"
   peak=0
@@ -73,7 +98,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   end=$(date +%s.%N)
   metrics >"$work/after.prom"
-  stored=$(flux_count "r${round}z")
+  stored=$(flux_count "r${round}${label:0:1}z")
   python3 - "$work/before.prom" "$work/after.prom" "$published" "$stored" "$sim_end" "$end" "$peak" "$work/sim.json" >>"$results" <<'PY'
 import sys, json
 def hist(path):
@@ -101,14 +126,19 @@ rate = published / (sim["duration_s"] + tail)
 pub_rate = round(sim.get("readings_per_s", 0))
 print(f"{published} {stored} {rate:.0f} {p99} {peak_kb/1024:.1f} {pub_rate} {tail:.1f}")
 PY
-  read -r pub st rate p99 rss prate tail < <(tail -n 1 "$results")
-  echo "round $round: published $pub, in InfluxDB $st, sustained $rate readings/s (publisher $prate/s, catch-up ${tail}s after it stopped), p99 lag <= ${p99}s, peak RSS ${rss} MiB"
+  sed -i '$ s/$/ '"$label"'/' "$results"
+  read -r pub st rate p99 rss prate tail _ < <(tail -n 1 "$results")
+  stop_ingest
+  echo "round $round ($label, load $(cut -d' ' -f1 /proc/loadavg)): published $pub, in InfluxDB $st, sustained $rate readings/s (publisher $prate/s, catch-up ${tail}s after it stopped), p99 lag <= ${p99}s, peak RSS ${rss} MiB"
+done
 done
 
 python3 - "$results" <<'PY'
 import sys, statistics
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-med = lambda i: statistics.median(float(r[i]) for r in rows)
-lost = sum(int(r[0]) - int(r[1]) for r in rows)
-print(f"\nmedians over {len(rows)} rounds: sustained {med(2):.0f} readings/s, p99 lag <= {med(3)} s, peak RSS {med(4):.1f} MiB; readings missing in InfluxDB: {lost}")
+all_rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for label in dict.fromkeys(r[7] for r in all_rows):
+    rows = [r for r in all_rows if r[7] == label]
+    med = lambda i: statistics.median(float(r[i]) for r in rows)
+    lost = sum(int(r[0]) - int(r[1]) for r in rows)
+    print(f"\n{label}: medians over {len(rows)} rounds: sustained {med(2):.0f} readings/s, p99 lag <= {med(3)} s, peak RSS {med(4):.1f} MiB; readings missing in InfluxDB: {lost}")
 PY

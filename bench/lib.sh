@@ -14,7 +14,9 @@
 #                                every pid in $pids stopped at exit, newest first
 #   free_port, wait_until, account
 #   start_mosquitto              Mosquitto rendered from mosquitto-conf/mosquitto.conf by
-#                                scripts/broker-config.sh; sets $mqtt_port, $mosquitto_pid
+#                                scripts/broker-config.sh; sets $mqtt_port, $mosquitto_pid.
+#                                Each "option value" of the array $mosquitto_settings
+#                                replaces that option's line in the rendered copy
 #   start_influxd                influxd set up with org ares, bucket entrepot, token
 #                                dev-token; sets $influx (URL), $influxd_pid
 #   flux_count PREFIX            readings in InfluxDB whose zone starts with PREFIX
@@ -113,9 +115,16 @@ wait_until() {
 
 account() { dev_password "$1"; }
 
+mosquitto_settings=()
 start_mosquitto() {
+  local setting key
   mqtt_port=$(free_port)
   scripts/broker-config.sh render mosquitto-conf/mosquitto.conf "$work/mqtt" "$mqtt_port"
+  for setting in "${mosquitto_settings[@]}"; do
+    key=${setting%% *}
+    grep -q "^$key " "$work/mqtt/mosquitto.conf" || die "mosquitto.conf has no $key line to change"
+    sed -i "s|^$key .*|$setting|" "$work/mqtt/mosquitto.conf"
+  done
   mosquitto -c "$work/mqtt/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
   mosquitto_pid=$!
   pids+=("$mosquitto_pid")

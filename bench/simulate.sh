@@ -5,7 +5,8 @@
 # port, a temp dir; nothing else is touched) and prints medians:
 #   fleet    10,000 sensors (4 zones x 2,500) at 1 Hz, QoS 1, for FLEET_SECS:
 #            does one process keep up (every reading published on schedule)?
-#   max-q0   QoS 0 as fast as the broker accepts (--rate max), 30 sensors, for
+#   max-q0   QoS 0 as fast as the broker accepts (--rate max), 3,000 sensors (a
+#            sensor publishes at most once a millisecond, docs/simulate.md), for
 #            MAX_SECS, with 1 and with 2 connections;
 #   rate60k  QoS 0 paced at --rate 60000 (3,000 sensors, 20 Hz each), 1 connection;
 #   max-q1   QoS 1 as fast as acknowledgements allow, 1 connection (for reference).
@@ -127,8 +128,8 @@ for _ in $(seq "$RUNS"); do
 done
 echo "==> max-q0: QoS 0, --rate max, ${MAX_SECS}s x $RUNS, 1 and 2 connections"
 for _ in $(seq "$RUNS"); do
-  run max-q0-c1 0 --zones nord,sud,est --sensors-per-zone 10 --qos 0 --rate max --connections 1 --duration "${MAX_SECS}s"
-  run max-q0-c2 0 --zones nord,sud,est --sensors-per-zone 10 --qos 0 --rate max --connections 2 --duration "${MAX_SECS}s"
+  run max-q0-c1 0 --zones nord,sud,est --sensors-per-zone 1000 --qos 0 --rate max --connections 1 --duration "${MAX_SECS}s"
+  run max-q0-c2 0 --zones nord,sud,est --sensors-per-zone 1000 --qos 0 --rate max --connections 2 --duration "${MAX_SECS}s"
 done
 echo "==> rate60k: QoS 0 paced at 60,000/s, ${MAX_SECS}s x $RUNS"
 for _ in $(seq "$RUNS"); do
@@ -136,7 +137,7 @@ for _ in $(seq "$RUNS"); do
 done
 echo "==> max-q1: QoS 1, --rate max, ${MAX_SECS}s x $RUNS"
 for _ in $(seq "$RUNS"); do
-  run max-q1 1 --zones nord,sud,est --sensors-per-zone 10 --qos 1 --rate max --connections 1 --duration "${MAX_SECS}s"
+  run max-q1 1 --zones nord,sud,est --sensors-per-zone 1000 --qos 1 --rate max --connections 1 --duration "${MAX_SECS}s"
 done
 
 echo

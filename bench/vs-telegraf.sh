@@ -46,8 +46,11 @@
 #   SENSORS_PER_ZONE [500]  ZONES_PER_ROUND [4]   BATCH [5000] points per write (both)
 #   POLL [0.2] seconds between sample counts  CATCHUP [120] STALL [30] seconds (step 5)
 #   IDLE_MAX [60] longest wait for idle servers before a round
-#   TELEGRAF_FLUSH [200ms] Telegraf's flush_interval (200ms: arng's --batch-timeout)
+#   TELEGRAF_FLUSH [100ms] Telegraf's flush_interval (100ms: arng's --batch-timeout)
 #   TELEGRAF_UNDELIVERED [10000] Telegraf's max_undelivered_messages
+#   BROKER_SETTINGS  "option value;option value" changed in the broker's rendered copy
+#                 (to try another in-flight window, e.g. "max_inflight_messages 1000")
+#   ARNG_ARGS     extra options for arng ingest
 #   ARNG_INFLUXD, ARNG_TELEGRAF   binaries to use instead of building them
 #   BENCH_KEEP=1  keep the temp dir (logs, polls, per-round JSON) after the run
 set -euo pipefail
@@ -63,7 +66,7 @@ POLL=${POLL:-0.2}
 CATCHUP=${CATCHUP:-120}
 STALL=${STALL:-30}
 IDLE_MAX=${IDLE_MAX:-60}
-TELEGRAF_FLUSH=${TELEGRAF_FLUSH:-200ms}
+TELEGRAF_FLUSH=${TELEGRAF_FLUSH:-100ms}
 TELEGRAF_UNDELIVERED=${TELEGRAF_UNDELIVERED:-10000}
 
 bench_name=vs-telegraf
@@ -76,129 +79,49 @@ done
 bench_tools
 bench_arng
 bench_influxd
-telegraf=${ARNG_TELEGRAF:-}
-if [ -z "$telegraf" ]; then
-  telegraf=$(scripts/build-telegraf.sh) || die "could not build Telegraf (see above)"
-fi
-[ -x "$telegraf" ] || die "Telegraf binary $telegraf is not executable"
 
 bench_workdir arng-vs-telegraf
+IFS=';' read -r -a mosquitto_settings <<<"${BROKER_SETTINGS:-}"
+read -r -a arng_args <<<"${ARNG_ARGS:-}"
 start_mosquitto
 start_influxd
+. bench/tools.sh
+tools_setup
 
-ingest_pw=$(account ingest)
-sim_pw=$(account simulator)
-[ -n "$ingest_pw" ] && [ -n "$sim_pw" ] || die "accounts ingest/simulator missing from mosquitto-conf/dev-accounts"
-# bench/telegraf.conf is a template: its @...@ placeholders are filled in here.
-telegraf_conf=$work/telegraf.conf
-sed -e "s|@MQTT_PORT@|$mqtt_port|g" -e "s|@MQTT_PASSWORD@|$ingest_pw|g" \
-  -e "s|@INFLUX_URL@|$influx|g" -e "s|@BATCH@|$BATCH|g" \
-  -e "s|@FLUSH_INTERVAL@|$TELEGRAF_FLUSH|g" -e "s|@MAX_UNDELIVERED@|$TELEGRAF_UNDELIVERED|g" \
-  bench/telegraf.conf >"$telegraf_conf"
-! grep -n '@[A-Z_]*@' "$telegraf_conf" || die "unfilled placeholder in bench/telegraf.conf"
-export INFLUX_URL=$influx INFLUX_ORG=ares INFLUX_BUCKET=entrepot INFLUX_TOKEN=dev-token
-export ARNG_MQTT_URL=mqtt://127.0.0.1:$mqtt_port
-unset ARNG_API_TOKEN
-
-# ----- the tools --------------------------------------------------------------------
-tool_pid=""
-metrics_port=""
-client_id() { if [ "$1" = arng ]; then echo arng-ingest; else echo telegraf-ingest; fi; }
-
-# forget_pid PID: a process that has been waited for is no longer stopped at exit.
-forget_pid() {
-  local i
-  for i in "${!pids[@]}"; do [ "${pids[i]}" != "$1" ] || unset 'pids[i]'; done
-  pids=("${pids[@]}")
-}
-
-# start_tool TOOL ROUND: sets tool_pid (and metrics_port for arng).
-start_tool() {
-  local tool=$1 round=$2 attempt
-  if [ "$tool" = telegraf ]; then
-    "$telegraf" --config "$telegraf_conf" >"$work/telegraf-$round.log" 2>&1 &
-    tool_pid=$!
-    pids+=("$tool_pid")
-    return
-  fi
-  # The metrics port is free when picked but may be taken before arng binds it (other
-  # jobs share the machine): then arng exits at once and another port is tried.
-  for attempt in 1 2 3 4 5; do
-    metrics_port=$(free_port)
-    ARNG_MQTT_USERNAME=ingest ARNG_MQTT_PASSWORD=$ingest_pw RUST_LOG=arng=warn \
-      "$arng" ingest --client-id "$(client_id arng)" --metrics-port "$metrics_port" \
-      --spool-dir "$work/spool-$round" --batch-size "$BATCH" >"$work/arng-$round.log" 2>&1 &
-    tool_pid=$!
-    pids+=("$tool_pid")
-    for _ in $(seq 100); do
-      curl -sf -m 2 -o /dev/null "http://127.0.0.1:$metrics_port/metrics" && return 0
-      kill -0 "$tool_pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    wait "$tool_pid" 2>/dev/null || true
-    forget_pid "$tool_pid"
-    grep -q "cannot listen" "$work/arng-$round.log" \
-      || die "arng ingest did not start (see arng-$round.log): $(tail -n 3 "$work/arng-$round.log")"
-    log "metrics port $metrics_port taken meanwhile (attempt $attempt); trying another"
-  done
-  die "arng ingest could not bind a metrics port"
-}
-
-# stop_tool TOOL: SIGTERM (both flush what they hold and disconnect), then the broker
-# session of its client id is deleted by a clean-session connect with that id.
-stop_tool() {
-  local tool=$1
-  kill -TERM "$tool_pid" 2>/dev/null || true
-  for _ in $(seq 150); do kill -0 "$tool_pid" 2>/dev/null || break; sleep 0.2; done
-  kill -9 "$tool_pid" 2>/dev/null || true
-  wait "$tool_pid" 2>/dev/null || true
-  forget_pid "$tool_pid"
-  tool_pid=""
-  timeout 10 mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -u ingest -P "$ingest_pw" \
-    -i "$(client_id "$tool")" -t 'entrepot/bench-session-reset/x/v0' -E \
-    || die "could not reset the broker session of $(client_id "$tool")"
-}
-
-# simulate ARGS...: `arng simulate` as the simulator account, QoS 1.
-simulate() {
-  ARNG_MQTT_USERNAME=simulator ARNG_MQTT_PASSWORD=$sim_pw RUST_LOG=arng=warn \
-    "$arng" simulate --qos 1 --no-alerts "$@"
-}
-
-# warm_up TOOL ROUND: returns once 10 warm-up readings published after the tool
-# subscribed are all queryable. A fresh persistent session does not exist before the
-# tool's SUBSCRIBE, so readings published earlier are not for it: new zones are tried
-# until one arrives whole.
-warm_up() {
-  local tool=$1 round=$2 attempt zone n
-  for attempt in $(seq 20); do
-    kill -0 "$tool_pid" 2>/dev/null || die "$tool exited during warm-up (see $tool-$round.log)"
-    zone="w${tool:0:1}${round}x${attempt}"
-    simulate --zones "$zone" --sensors-per-zone 10 --count 1 --interval 100ms --quiet \
-      >>"$work/warmup.log" 2>&1 || die "arng simulate (warm-up) failed"
-    for _ in $(seq 25); do
-      n=$(flux_count "$zone\$")
-      [ "$n" -lt 10 ] || return 0
-      sleep 0.2
-    done
-  done
-  die "$tool never stored a warm-up reading (see $tool-$round.log)"
-}
-
-# arng's own lag histogram (arng_ingest_lag_seconds), shown next to the external
-# measure for the arng rounds as a cross-check; never used in the comparison.
-prom() { curl -sf -m 5 "http://127.0.0.1:$metrics_port/metrics" || true; }
+# arng's own lag histogram (arng_ingest_lag_seconds, read with `prom`) is shown next
+# to the external measure for the arng rounds as a cross-check; never used in the
+# comparison.
 
 results=$work/results.jsonl
 : >"$results"
 
+# broker_counters: Mosquitto's read and write system calls and voluntary context
+# switches (its wake-ups from epoll_wait), and the machine's TCP segments received, for
+# where the broker's CPU goes (docs/performance.md).
+broker_counters() {
+  echo "$(awk '/^syscr:/ {r=$2} /^syscw:/ {w=$2} END {print r, w}' "/proc/$mosquitto_pid/io")" \
+    "$(awk '/^voluntary_ctxt_switches:/ {print $2}' "/proc/$mosquitto_pid/status")" \
+    "$(awk '/^Tcp:/ {n++; if (n == 1) for (i = 1; i <= NF; i++) col[$i] = i; else print $col["InSegs"]}' /proc/net/snmp)"
+}
+
+# link_segments: TCP segments on the tool's own connection to the broker, from the
+# broker's socket (`ss -ti`): "data segments broker -> tool" "segments tool -> broker".
+link_segments() {
+  local port
+  port=$(ss -tnpH "( dport = :$mqtt_port )" | grep "pid=$tool_pid," | awk '{ n = split($4, a, ":"); print a[n] }' | head -n 1)
+  [ -n "$port" ] || { echo "0 0"; return; }
+  ss -tinH "( sport = :$mqtt_port and dport = :$port )" | tr ' ' '\n' \
+    | awk -F: '$1 == "data_segs_out" { d = $2 } $1 == "segs_in" { i = $2 } END { print d + 0, i + 0 }'
+}
+
 run_round() {
   local tool=$1 round=$2 prefix zones since polls stop poller sim published last
+  local counters_0 counters_1 link_0 link_1
   local started_at stalled_at last_count t_tool t_influxd t_broker hwm="" stored load own=()
   local end_tool end_influxd end_broker
   prefix="${tool:0:1}${round}z"
   zones=$(seq 1 "$NZONES" | sed "s/^/$prefix/" | paste -sd,)
-  start_tool "$tool" "$round"
+  start_tool "$tool" "$round" --batch-size "$BATCH" "${arng_args[@]}"
   warm_up "$tool" "$round"
   wait_idle "$IDLE_MAX" "$influxd_pid" "$mosquitto_pid" "$tool_pid"
   load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -209,6 +132,8 @@ run_round() {
   t_tool=$(cpu_ticks "$tool_pid")
   t_influxd=$(cpu_ticks "$influxd_pid")
   t_broker=$(cpu_ticks "$mosquitto_pid")
+  counters_0=$(broker_counters)
+  link_0=$(link_segments)
   python3 bench/vs_telegraf.py poll --influx "$influx" --prefix "$prefix" --since "$since" \
     --interval "$POLL" --sensors-per-zone "$SENSORS" --out "$polls" --stop "$stop" 2>>"$work/poll.log" &
   poller=$!
@@ -235,6 +160,8 @@ run_round() {
       end_tool=$(cpu_ticks "$tool_pid" 2>/dev/null || echo "$t_tool")
       end_influxd=$(cpu_ticks "$influxd_pid")
       end_broker=$(cpu_ticks "$mosquitto_pid")
+      counters_1=$(broker_counters)
+      link_1=$(link_segments)
       hwm=$(peak_rss_kib "$tool_pid" 2>/dev/null || echo "${hwm:-0}")
     fi
     [ "$last" -lt "$published" ] || break
@@ -263,14 +190,15 @@ run_round() {
     --tool "$tool" --round "$round" --sensors-per-zone "$SENSORS" --polls "$polls" --sim "$work/sim-$tool-$round.json" \
     --results "$results" --load "$load" --stored "$stored" --clk-tck "$clk_tck" \
     --tool-ticks "$t_tool" --influxd-ticks "$t_influxd" --broker-ticks "$t_broker" \
-    --hwm-kib "$hwm" "${own[@]}"
+    --hwm-kib "$hwm" --broker-counters "$counters_0 $counters_1" --link-segments "$link_0 $link_1" "${own[@]}"
 }
 
 # ----- the run ------------------------------------------------------------------------
 echo "arng ingest vs Telegraf, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo "  $("$arng" --version), $("$telegraf" --version), $(mosquitto -h 2>/dev/null | head -n 1), influxd $("$influxd_bin" version 2>/dev/null | awk '{ print $2 }')"
 echo "  stream: $RATE readings/s for $DURATION, QoS 1, $NZONES zones x $SENSORS sensors per round, arng simulate --seed <round>"
-echo "  arng ingest --client-id arng-ingest --batch-size $BATCH (other options at their defaults)"
+echo "  arng ingest --client-id arng-ingest --batch-size $BATCH ${ARNG_ARGS:-}(other options at their defaults)"
+[ -z "${BROKER_SETTINGS:-}" ] || echo "  broker settings changed: $BROKER_SETTINGS"
 echo "  telegraf --config bench/telegraf.conf  (metric_batch_size $BATCH, flush_interval $TELEGRAF_FLUSH, max_undelivered_messages $TELEGRAF_UNDELIVERED)"
 echo "  both: MQTT account ingest, QoS 1, persistent session; lag from a sample of sensors polled in InfluxDB every ${POLL}s"
 echo "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share these cores: see the load of each round)"

@@ -278,6 +278,19 @@ def cmd_round(a):
         else None,
         "load": a.load,
     }
+    row["chain_cpu_s_per_10k"] = round(
+        row["cpu_s_per_10k"] + row["influxd_cpu_s_per_10k"] + row["broker_cpu_s_per_10k"], 4)
+    if a.broker_counters:
+        c = [int(x) for x in a.broker_counters.split()]
+        per = lambda i: round((c[i + 4] - c[i]) / max(stored_final, 1), 3)
+        row["broker_reads_per_reading"] = per(0)
+        row["broker_writes_per_reading"] = per(1)
+        row["broker_wakeups_per_reading"] = per(2)
+        row["tcp_segments_per_reading"] = per(3)
+    if a.link_segments:
+        c = [int(x) for x in a.link_segments.split()]
+        row["broker_to_tool_segments_per_reading"] = round((c[2] - c[0]) / max(stored_final, 1), 3)
+        row["tool_to_broker_segments_per_reading"] = round((c[3] - c[1]) / max(stored_final, 1), 3)
     if a.own_p99 is not None:
         row["own_metric_p99_le_s"] = a.own_p99
     with open(a.results, "a") as f:
@@ -290,7 +303,12 @@ def cmd_round(a):
         f" CPU {row['cpu_s_per_10k']:.3f} s/10k  peak RSS {row['peak_rss_mib']:.1f} MiB"
         f"  lag p50 {row['lag_p50_s']:.2f} s p99 {row['lag_p99_s']:.2f} s max {row['lag_max_s']:.2f} s{own}"
         f"  [influxd {row['influxd_cpu_s_per_10k']:.3f}, broker {row['broker_cpu_s_per_10k']:.3f} CPU s/10k;"
-        f" lag over {len(lags):,} sample readings, {row['polls']} polls every {row['poll_gap_s_median']} s, query {row['poll_query_s_median']} s; load {a.load}]",
+        + (f" broker per reading: {row['broker_reads_per_reading']} reads, {row['broker_writes_per_reading']} writes,"
+           f" {row['broker_wakeups_per_reading']} wake-ups; {row['tcp_segments_per_reading']} TCP segments;"
+           if a.broker_counters else "")
+        + (f" segments broker->tool {row['broker_to_tool_segments_per_reading']}, tool->broker {row['tool_to_broker_segments_per_reading']};"
+           if a.link_segments else "")
+        + f" lag over {len(lags):,} sample readings, {row['polls']} polls every {row['poll_gap_s_median']} s, query {row['poll_query_s_median']} s; load {a.load}]",
         flush=True,
     )
 
@@ -329,6 +347,16 @@ EXTRA = [
     ("lag_p50_s", "p50 publish -> queryable lag (s)", "lower", "{:.2f}"),
     ("influxd_cpu_s_per_10k", "influxd CPU seconds per 10,000 readings", "lower", "{:.3f}"),
     ("broker_cpu_s_per_10k", "Mosquitto CPU seconds per 10,000 readings", "lower", "{:.3f}"),
+    ("chain_cpu_s_per_10k", "whole chain (tool + influxd + Mosquitto) CPU s / 10k", "lower", "{:.3f}"),
+]
+# Where Mosquitto's CPU goes; older result files lack them.
+COUNTERS = [
+    ("broker_reads_per_reading", "Mosquitto read() calls per reading", "lower", "{:.2f}"),
+    ("broker_writes_per_reading", "Mosquitto write() calls per reading", "lower", "{:.2f}"),
+    ("broker_wakeups_per_reading", "Mosquitto wake-ups (voluntary switches) per reading", "lower", "{:.3f}"),
+    ("tcp_segments_per_reading", "TCP segments per reading (whole machine)", "lower", "{:.2f}"),
+    ("broker_to_tool_segments_per_reading", "data segments broker -> tool per reading", "lower", "{:.3f}"),
+    ("tool_to_broker_segments_per_reading", "segments tool -> broker per reading", "lower", "{:.3f}"),
 ]
 
 
@@ -337,7 +365,8 @@ def cmd_summary(a):
     by = {t: [r for r in rows if r["tool"] == t] for t in ("arng", "telegraf")}
     lost = {t: sum(r["lost"] for r in by[t]) for t in by}
     incomplete = {t: sum(1 for r in by[t] if not r["complete"]) for t in by}
-    med = {t: {k: statistics.median(r[k] for r in by[t]) for k, *_ in ROWS + EXTRA} for t in by if by[t]}
+    extra = EXTRA + [c for c in COUNTERS if all(c[0] in r for r in rows)]
+    med = {t: {k: statistics.median(r[k] for r in by[t]) for k, *_ in ROWS + extra} for t in by if by[t]}
     if len(med) < 2:
         print("not enough rounds for a comparison")
         return
@@ -346,7 +375,7 @@ def cmd_summary(a):
           " (a round with a reading missing in InfluxDB counts as 0 readings/s sustained):")
     print(f"  {'':44} {'arng':>10} {'Telegraf':>10} {'arng/Telegraf':>14}  better")
     table = ["| | arng | Telegraf | arng / Telegraf |", "|---|---|---|---|"]
-    for key, label, better, fmt in ROWS + EXTRA:
+    for key, label, better, fmt in ROWS + extra:
         x, y = med["arng"][key], med["telegraf"][key]
         if x == 0 and y == 0:
             ratio_txt, verdict = "n/a", "neither"
@@ -385,6 +414,8 @@ def main():
     s.add_argument("--since", type=float, required=True)
     for name in ("round", "sensors-per-zone", "stored", "clk-tck", "tool-ticks", "influxd-ticks", "broker-ticks", "hwm-kib"):
         s.add_argument("--" + name, type=int, required=True)
+    s.add_argument("--broker-counters")
+    s.add_argument("--link-segments")
     s.add_argument("--prom-before")
     s.add_argument("--prom-after")
     s = sub.add_parser("points")

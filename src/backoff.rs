@@ -1,6 +1,7 @@
-//! Retry delays: capped exponential backoff with jitter, the one type every retry
-//! loop uses (the simulator's reconnections today; ingest's and the API's broker
-//! reconnections and InfluxDB write retries are to follow).
+//! Retry delays: capped exponential backoff with jitter, what every retry loop uses:
+//! the simulator's, ingest's and the API's broker reconnections ([`Backoff`]), and
+//! ingest's InfluxDB write retries and spool drains ([`jitter`] on delays whose
+//! growth depends on the error, e.g. a server's `Retry-After`).
 //!
 //! The first delay is given, each failed attempt doubles it up to a cap, and a
 //! success resets it. Jitter scales each delay by a random factor in [0.5, 1.5), so
@@ -72,6 +73,12 @@ impl Backoff {
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.5): one jittered delay, for a retry loop
+/// that computes its own base delay.
+pub fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + Rng::from_os().unit())
 }
 
 /// xorshift64* (Vigna): a tiny generator of good statistical quality, plenty for

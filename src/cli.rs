@@ -60,11 +60,7 @@ pub enum Command {
     /// topics, wildcards, zones), payloads, heartbeats, InfluxDB and the REST routes,
     /// each item pass / fail / not checked with its evidence; a Markdown report to
     /// hand in (--report). Exit 0 when every checked item passes, 1 otherwise.
-    // The shared API options speak of arng serve; here the API is the team's.
-    #[command(name = "check-lab",
-              mut_arg("api_url", |a| a.help("Base URL of the REST API to check (the team's)")),
-              mut_arg("api_token", |a| a.help("Bearer token sent with every request to the API \
-                  (arng serve wants one for POST /alerts)")))]
+    #[command(name = "check-lab")]
     CheckLab(cmd::check_lab::Args),
     /// Check that the broker and InfluxDB are reachable with the configured
     /// credentials (exit 0 when every check passes, 1 otherwise).
@@ -128,11 +124,12 @@ mod tests {
     }
 
     /// The headings of options every command shares (`crate::help`).
-    const SHARED: [&str; 4] = [
+    const SHARED: [&str; 5] = [
         heading::GLOBAL,
         heading::BROKER,
         heading::INFLUX,
         heading::API,
+        heading::TEAM_API,
     ];
 
     fn expected_shared(long: &str) -> Option<&'static str> {
@@ -161,6 +158,8 @@ mod tests {
                 // serve's --api-token is the server's own token, not a client's.
                 let shared = match (name, long) {
                     ("serve", "api-token") => None,
+                    // check-lab's API is the team's it checks.
+                    ("check-lab", "api-url" | "api-token") => Some(heading::TEAM_API),
                     (_, "api-token") => Some(heading::API),
                     _ => expected_shared(long),
                 };

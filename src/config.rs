@@ -20,6 +20,7 @@ use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, FromArgMatches};
 use url::Url;
 
+use crate::help::heading;
 use crate::tls::{parse_certificate_file, parse_key_file, MqttTls, PemFile};
 
 /// A password or token. Printing it (`{}` or `{:?}`) shows `***`.
@@ -306,7 +307,55 @@ pub struct ApiArgs {
     pub token: Option<Secret>,
 }
 
-/// The broker and InfluxDB: what `ingest`, `serve` and `doctor` connect to.
+/// The REST API `arng check-lab` checks: a team's, not necessarily `arng serve`.
+/// The flags and variables of [`ApiArgs`] (the contract names them once for every
+/// client of an API), listed under [`heading::TEAM_API`] with words about that API.
+#[derive(Debug, Clone)]
+pub struct TeamApiArgs(pub ApiArgs);
+
+impl TeamApiArgs {
+    fn reword(cmd: clap::Command) -> clap::Command {
+        cmd.mut_arg("api_url", |a| {
+            a.help("Base URL of the team's REST API, the one checked")
+                .help_heading(heading::TEAM_API)
+        })
+        .mut_arg("api_token", |a| {
+            a.help(
+                "Bearer token sent with every request to the team's API, if it wants one \
+                 (arng serve does for POST /alerts)",
+            )
+            .help_heading(heading::TEAM_API)
+        })
+        .next_help_heading(heading::TEAM_API)
+    }
+}
+
+impl FromArgMatches for TeamApiArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        ApiArgs::from_arg_matches(matches).map(TeamApiArgs)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+}
+
+impl Args for TeamApiArgs {
+    fn group_id() -> Option<clap::Id> {
+        ApiArgs::group_id()
+    }
+
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Self::reword(ApiArgs::augment_args(cmd))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::reword(ApiArgs::augment_args_for_update(cmd))
+    }
+}
+
+/// The broker and InfluxDB: what `ingest`, `serve` and `doctor` connect to, and the
+/// team's broker and InfluxDB of `check-lab`.
 #[derive(Debug, Clone, Args)]
 pub struct Backends {
     #[command(flatten)]

@@ -7,7 +7,8 @@
 //! about, in this order: the command's own options ([`heading::CHECK`],
 //! [`heading::INGEST`]...), [`heading::OUTPUT`] (how results are printed), then the
 //! shared connection groups [`heading::BROKER`], [`heading::INFLUX`] and
-//! [`heading::API`] (set by [`crate::config`]'s groups), and [`heading::GLOBAL`]
+//! [`heading::API`] (set by [`crate::config`]'s groups; `check-lab` lists the same two
+//! flags under [`heading::TEAM_API`], the API it checks), and [`heading::GLOBAL`]
 //! (`-v`, `-q`, `-h`, `-V`, from [`crate::cli`]).
 //!
 //! How a command's `Args` adopt them, a flag added later included:
@@ -35,6 +36,9 @@ pub mod heading {
     pub const INFLUX: &str = "InfluxDB";
     /// `--api-url`, `--api-token` of the commands that are clients of `arng serve`.
     pub const API: &str = "arng API";
+    /// `--api-url`, `--api-token` of `arng check-lab`: the team's REST API it checks,
+    /// which need not be arng's.
+    pub const TEAM_API: &str = "Team's REST API";
     /// How a command prints its results (`--json`, `--csv`, `--chart`, `--out`).
     pub const OUTPUT: &str = "Output";
 

@@ -68,10 +68,23 @@ pub fn options(args: &MqttArgs, client_id: &str) -> MqttOptions {
 /// with Nagle's algorithm a small PUBLISH can wait for the broker's delayed ACK.
 pub fn client(options: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
     let (client, mut eventloop) = AsyncClient::new(options, capacity);
+    set_nodelay(&mut eventloop);
+    (client, eventloop)
+}
+
+/// An event loop without a client handle (TCP_NODELAY on, as [`client`]), for a caller
+/// that drives the connection's packets itself once `poll` has connected it (ingest's
+/// flow control, `src/ingest/link.rs`).
+pub fn event_loop(options: MqttOptions) -> EventLoop {
+    let mut eventloop = EventLoop::new(options, 1);
+    set_nodelay(&mut eventloop);
+    eventloop
+}
+
+fn set_nodelay(eventloop: &mut EventLoop) {
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
-    (client, eventloop)
 }
 
 /// Explains a CONNACK refusal in words a user can act on.
@@ -88,6 +101,32 @@ pub fn refusal_reason(code: ConnectReturnCode) -> &'static str {
         ConnectReturnCode::NotAuthorized => {
             "not authorized (wrong or missing --mqtt-username / --mqtt-password)"
         }
+    }
+}
+
+/// Whether retrying cannot change the broker's answer: wrong credentials, an unknown
+/// account, a client id or protocol version the broker rejects. A service then stops
+/// with the reason instead of retrying forever; only "service unavailable" (a broker
+/// starting or overloaded) is worth another attempt.
+pub fn refusal_is_permanent(code: ConnectReturnCode) -> bool {
+    !matches!(
+        code,
+        ConnectReturnCode::Success | ConnectReturnCode::ServiceUnavailable
+    )
+}
+
+/// The error a long-running service (ingest, serve) stops on when `e` is a permanent
+/// refusal ([`refusal_is_permanent`]); `None` for failures worth retrying (network,
+/// TLS handshake, broker restarting).
+pub fn permanent_failure(args: &MqttArgs, e: &ConnectionError) -> Option<MqttError> {
+    match e {
+        ConnectionError::ConnectionRefused(code) if refusal_is_permanent(*code) => {
+            Some(MqttError::Refused {
+                endpoint: args.url.to_string(),
+                reason: refusal_reason(*code).into(),
+            })
+        }
+        _ => None,
     }
 }
 
@@ -290,6 +329,28 @@ mod tests {
             ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
         );
         assert!(matches!(refused, MqttError::Refused { .. }));
+    }
+
+    #[test]
+    fn refused_logins_are_permanent_and_name_the_options() {
+        let args = MqttArgs::default();
+        for code in [
+            ConnectReturnCode::NotAuthorized,
+            ConnectReturnCode::BadUserNamePassword,
+        ] {
+            let e = permanent_failure(&args, &ConnectionError::ConnectionRefused(code))
+                .expect("a refused login is permanent");
+            let line = e.to_string();
+            assert!(line.contains("--mqtt-username / --mqtt-password"), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+        assert!(permanent_failure(
+            &args,
+            &ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable)
+        )
+        .is_none());
+        let reset = ConnectionError::Io(io::ErrorKind::ConnectionRefused.into());
+        assert!(permanent_failure(&args, &reset).is_none());
     }
 
     #[test]

@@ -422,8 +422,8 @@ async fn bad_options_are_refused_and_a_missing_chain_fails_item_by_item() {
         "Lab checklist:",
         "Output:",
         "MQTT broker:",
-        "arng API:",
-        "Base URL of the REST API to check (the team's)",
+        "Team's REST API:",
+        "Base URL of the team's REST API, the one checked",
         "Examples:\n  # A team's chain",
     ] {
         assert!(help.contains(needle), "help lacks {needle:?}{shown}");

@@ -301,6 +301,29 @@ fn help_groups_options_under_headings_and_ends_with_examples() {
             .unwrap_or_default();
         assert_eq!(help.trim_end().lines().last(), Some(last), "{shown}");
     }
+    // check-lab's API is the team's it checks, not arng serve: its own heading and words.
+    for (command, heading, serve_words) in [
+        ("check-lab", "Team's REST API", false),
+        ("check-e2e", "arng API", true),
+        ("latency", "arng API", true),
+    ] {
+        let args = [command, "--help"];
+        let out = run_arng(&args, &[]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        let shown = describe(&args, &out);
+        let api = section(&help, heading).join("\n");
+        assert!(
+            api.contains("--api-url") && api.contains("--api-token"),
+            "{heading}:{shown}"
+        );
+        assert_eq!(api.contains("(`arng serve`)"), serve_words, "{shown}");
+        let other = if serve_words {
+            "Team's REST API"
+        } else {
+            "arng API"
+        };
+        assert!(section(&help, other).is_empty(), "{other}:{shown}");
+    }
     // Settings that belong in a compose file have their variable.
     for (command, env) in [
         ("simulate", "ARNG_SIM_ZONES"),
@@ -313,6 +336,8 @@ fn help_groups_options_under_headings_and_ends_with_examples() {
         ("serve", "ARNG_API_REQUEST_TIMEOUT"),
         ("serve", "ARNG_API_LOOKBACK"),
         ("latency", "ARNG_LATENCY_SAMPLES"),
+        ("latency", "ARNG_EXCLUDE_ZONES"),
+        ("latency", "ARNG_HEARTBEAT_MAX_AGE"),
         ("doctor", "ARNG_DOCTOR_TIMEOUT"),
     ] {
         let out = run_arng(&[command, "--help"], &[]);

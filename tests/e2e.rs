@@ -59,6 +59,58 @@ async fn api_knows(serve: &ServeProc, zones: &[&str]) {
     .await;
 }
 
+/// A whole chain whose zones nord and sud are alive while "a-old", which sorts
+/// first (`GET /zones` lists it first), fell silent an hour ago; its heartbeats in
+/// InfluxDB and the API knowing the zones.
+struct SilentZoneChain {
+    // Dropped in this order: the processes before the servers they use.
+    _serve: ServeProc,
+    _ingest: IngestProc,
+    db: Influxd,
+    _broker: Mosquitto,
+    env: Vec<(String, String)>,
+}
+
+impl SilentZoneChain {
+    async fn start() -> SilentZoneChain {
+        let broker = Mosquitto::start();
+        let db = Influxd::start();
+        let ingest = IngestProc::start(&broker, &db, &[]);
+        let serve = ServeProc::start(&broker, &db, &[]);
+        heartbeats_aged(&broker, &["a-old"], 3600).await;
+        heartbeats(&broker, &["nord", "sud"]).await;
+        eventually(
+            "the three heartbeats in InfluxDB",
+            Duration::from_secs(20),
+            || async { (count_points(&db, "heartbeats", "sensors", "").await >= 3).then_some(()) },
+        )
+        .await;
+        api_knows(&serve, &["a-old", "nord", "sud"]).await;
+        let env = client_env(&broker, &db, Some(&serve.url()));
+        SilentZoneChain {
+            db,
+            env,
+            _serve: serve,
+            _ingest: ingest,
+            _broker: broker,
+        }
+    }
+}
+
+/// The environment of a check against `broker` as `user`, with nothing listening at
+/// its API and InfluxDB URLs.
+fn broker_only_env(broker: &Mosquitto, user: &str) -> Vec<(String, String)> {
+    let (user, pass) = account(user);
+    let dead = || format!("http://127.0.0.1:{}", common::free_port());
+    vec![
+        ("ARNG_MQTT_URL".to_owned(), broker.url()),
+        ("ARNG_MQTT_USERNAME".to_owned(), user),
+        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
+        ("ARNG_API_URL".to_owned(), dead()),
+        ("INFLUX_URL".to_owned(), dead()),
+    ]
+}
+
 fn hop<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["hops"]
         .as_array()
@@ -286,21 +338,8 @@ async fn check_e2e_passes_every_hop_then_names_influxdb_when_ingest_stops() {
 /// it, while the hops that do not (REST, alerts) pass on their own.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_e2e_names_each_hops_own_cause_and_probes_a_live_zone() {
-    let broker = Mosquitto::start();
-    let db = Influxd::start();
-    let _ingest = IngestProc::start(&broker, &db, &[]);
-    let serve = ServeProc::start(&broker, &db, &[]);
-    // "a-old" sorts first but its sensors fell silent an hour ago.
-    heartbeats_aged(&broker, &["a-old"], 3600).await;
-    heartbeats(&broker, &["nord", "sud"]).await;
-    eventually(
-        "the three heartbeats in InfluxDB",
-        Duration::from_secs(20),
-        || async { (count_points(&db, "heartbeats", "sensors", "").await >= 3).then_some(()) },
-    )
-    .await;
-    api_knows(&serve, &["nord", "sud"]).await;
-    let env = client_env(&broker, &db, Some(&serve.url()));
+    let chain = SilentZoneChain::start().await;
+    let env = chain.env.clone();
 
     // Without --zone: the probe goes to nord, not to the silent zone; the heartbeat
     // hop names the silent zone and how to leave it out.
@@ -397,15 +436,7 @@ async fn check_e2e_names_each_hops_own_cause_and_probes_a_live_zone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_e2e_names_a_refused_probe_with_the_account() {
     let broker = Mosquitto::start();
-    let (user, pass) = account("sensor-nord");
-    let dead = |scheme: &str| format!("{scheme}://127.0.0.1:{}", common::free_port());
-    let env = vec![
-        ("ARNG_MQTT_URL".to_owned(), broker.url()),
-        ("ARNG_MQTT_USERNAME".to_owned(), user),
-        ("ARNG_MQTT_PASSWORD".to_owned(), pass),
-        ("ARNG_API_URL".to_owned(), dead("http")),
-        ("INFLUX_URL".to_owned(), dead("http")),
-    ];
+    let env = broker_only_env(&broker, "sensor-nord");
     let (code, stdout, _, shown) = arng(
         &["check-e2e", "--json", "--zone", "sud", "--timeout", "8s"],
         &env,
@@ -421,11 +452,20 @@ async fn check_e2e_names_a_refused_probe_with_the_account() {
          (account sensor-nord)",
         "{shown}"
     );
-    // Answered, not timed out: well below the 8 s the hop may wait. (The $SYS hop
-    // does wait: the broker grants the subscription and then delivers nothing this
-    // account may not read.)
+    // Answered, not timed out: well below the 8 s the hop may wait.
     let took = publish["latency_ms"].as_f64().unwrap_or(f64::MAX);
     assert!(took < 4_000.0, "{took} ms{shown}");
+    // The broker grants the $SYS subscription and then delivers nothing this account
+    // may not read: the hop says so after its 3 s, naming the account.
+    let sys = hop(&report, "broker $SYS");
+    assert_eq!(sys["cause"], "not_seen", "{shown}");
+    assert!(
+        sys["detail"]
+            .as_str()
+            .unwrap()
+            .contains("account sensor-nord"),
+        "{shown}"
+    );
     for name in &PROBE_HOPS[1..] {
         let h = hop(&report, name);
         assert!(
@@ -433,6 +473,45 @@ async fn check_e2e_names_a_refused_probe_with_the_account() {
             "{name}{shown}"
         );
     }
+}
+
+/// A broker that publishes no statistics (`sys_interval 0`, the reference config
+/// otherwise): the `broker $SYS` hop fails with `not_seen` after a bounded wait (the
+/// uptime is retained when it exists), not after the whole --timeout, and says what
+/// to look at. Only the broker runs: the API and InfluxDB hops fail on their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_e2e_names_a_broker_without_sys_statistics_without_waiting_the_timeout() {
+    let reference =
+        std::fs::read_to_string(common::repo_root().join("mosquitto-conf/mosquitto.conf")).unwrap();
+    assert!(reference.contains("\nsys_interval 10\n"), "{reference}");
+    let dir = tempfile::tempdir().unwrap();
+    let variant = dir.path().join("sys-off.conf");
+    std::fs::write(
+        &variant,
+        reference.replace("\nsys_interval 10\n", "\nsys_interval 0\n"),
+    )
+    .unwrap();
+    let broker = Mosquitto::start_with(variant.to_str().unwrap());
+    assert!(broker.rendered_config().contains("\nsys_interval 0\n"));
+    let env = broker_only_env(&broker, "operator");
+    let started = std::time::Instant::now();
+    let (code, stdout, _, shown) = arng(&["check-e2e", "--json", "--timeout", "60s"], &env).await;
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{shown}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    let sys = hop(&report, "broker $SYS");
+    assert_eq!(sys["ok"], false, "{shown}");
+    assert_eq!(sys["cause"], "not_seen", "{shown}");
+    let detail = sys["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no $SYS/broker/uptime within 3s")
+            && detail.contains("sys_interval 0")
+            && detail.contains("account operator"),
+        "{shown}"
+    );
+    // Bounded: nowhere near the 60 s a hop may take.
+    assert!(sys["latency_ms"].as_f64().unwrap() < 10_000.0, "{shown}");
+    assert!(took < Duration::from_secs(30), "took {took:?}{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -500,13 +579,13 @@ async fn latency_reports_ordered_percentiles_and_heartbeat_freshness() {
         p50("publish_to_rest") >= p50("publish_to_influxdb") * 0.5,
         "{r:#}"
     );
-    for zone in ["nord", "sud"] {
-        let h = &r["heartbeats"][zone];
-        assert_eq!(h["samples"], 5, "{zone}: {r:#}");
-        assert!(h["p50_ms"].as_f64().unwrap() > 0.0, "{h}");
-        assert!(h["max_ms"].as_f64().unwrap() < 90_000.0, "{h}");
-        assert!(h["latest_ms"].as_f64().is_some(), "{h}");
-    }
+    // The heartbeats of the zone named, not of the others.
+    let h = &r["heartbeats"]["sud"];
+    assert_eq!(h["samples"], 5, "{r:#}");
+    assert!(h["p50_ms"].as_f64().unwrap() > 0.0, "{h}");
+    assert!(h["max_ms"].as_f64().unwrap() < 90_000.0, "{h}");
+    assert!(h["latest_ms"].as_f64().is_some(), "{h}");
+    assert!(r["heartbeats"]["nord"].is_null(), "{r:#}");
 
     // The table, for people.
     let (code, stdout, _, shown) =
@@ -543,6 +622,86 @@ async fn latency_reports_ordered_percentiles_and_heartbeat_freshness() {
     assert!(r["paths"]["publish_to_influxdb"].is_null(), "{shown}");
     assert_eq!(r["paths"]["broker_ack"]["samples"], 3, "{shown}");
     assert!(stderr.contains("not in InfluxDB"), "{shown}");
+}
+
+/// `arng latency` chooses its zone by check-e2e's rule (docs/supervision.md, "Which
+/// zones"), not the first zone `GET /zones` lists: a zone fallen silent is not
+/// probed, `--exclude-zone` (a list, flag or `ARNG_EXCLUDE_ZONES`) leaves zones out
+/// of the probes and of the heartbeats measured, `ARNG_PROBE_ZONE` is a list.
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_probes_the_zone_check_e2e_would_and_leaves_excluded_zones_out() {
+    let chain = SilentZoneChain::start().await;
+    let (db, env) = (&chain.db, chain.env.clone());
+    let with = |k: &str, v: &str| {
+        let mut e = env.clone();
+        e.push((k.to_owned(), v.to_owned()));
+        e
+    };
+    let measured = |r: &Value| -> Vec<String> {
+        r["heartbeats"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let one = ["latency", "--json", "--samples", "1", "--timeout", "20s"];
+
+    // No option: the first zone with a recent heartbeat; every zone seen is measured,
+    // the silent one included (its age says it is silent).
+    let (code, stdout, _, shown) = arng(&one, &env).await;
+    assert_eq!(code, Some(0), "{shown}");
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(r["zone"], "nord", "{shown}");
+    assert_eq!(measured(&r), ["a-old", "nord", "sud"], "{shown}");
+    assert!(
+        r["heartbeats"]["a-old"]["latest_ms"].as_f64().unwrap() > 3_500_000.0,
+        "{shown}"
+    );
+    let choice = r["zone_choice"].as_str().unwrap();
+    assert!(
+        choice.starts_with("probes went to zone nord: ")
+            && choice.contains("heartbeats measured: a-old, nord, sud"),
+        "{shown}"
+    );
+    assert_eq!(count_probes(db, "nord").await, 1, "{shown}");
+
+    // Excluded (a list, in the variable): neither probed nor measured.
+    let (code, stdout, _, shown) = arng(&one, &with("ARNG_EXCLUDE_ZONES", "a-old,nord")).await;
+    assert_eq!(code, Some(0), "{shown}");
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}{shown}"));
+    assert_eq!(r["zone"], "sud", "{shown}");
+    assert_eq!(measured(&r), ["sud"], "{shown}");
+    assert_eq!(count_probes(db, "sud").await, 1, "{shown}");
+    assert_eq!(count_probes(db, "nord").await, 1, "{shown}");
+
+    // ARNG_PROBE_ZONE is a list: the probes go to the first, both are measured; the
+    // table says why.
+    let (code, stdout, _, shown) = arng(
+        &["latency", "--samples", "1", "--timeout", "20s"],
+        &with("ARNG_PROBE_ZONE", "sud,nord"),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        stdout.contains("probes went to zone sud: ")
+            && stdout.contains("heartbeats measured: sud, nord")
+            && !stdout.contains("a-old"),
+        "{shown}"
+    );
+    assert_eq!(count_probes(db, "sud").await, 2, "{shown}");
+
+    // Nothing recent left: no probe, one line that says what to do.
+    let (code, stdout, stderr, shown) =
+        arng(&["latency", "--exclude-zone", "nord,sud"], &env).await;
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(stdout.is_empty(), "{shown}");
+    assert!(stderr.contains("--zone"), "{shown}");
+    assert_eq!(count_probes(db, "a-old").await, 0, "{shown}");
+}
+
+/// Probe readings stored for `zone`.
+async fn count_probes(db: &Influxd, zone: &str) -> i64 {
+    let filter = format!(r#"r.zone == "{zone}" and r.sensor == "e2e-probe""#);
+    count_points(db, "readings", "temp", &filter).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -650,6 +809,8 @@ fn bad_usage_exits_2_with_one_line() {
         &["latency", "--samples", "0"],
         &["latency", "--samples", "3", "--duration", "5s"],
         &["latency", "--timeout", "0s"],
+        &["latency", "--zone", "nord", "--exclude-zone", "nord"],
+        &["latency", "--exclude-zone", "Sud"],
         &["ingest", "--broker-stats=maybe"],
     ] {
         let out = run_arng(args, &[]);

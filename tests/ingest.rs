@@ -541,3 +541,71 @@ async fn two_ingest_processes_in_a_shared_group_write_each_reading_once() {
         "the group splits the stream: a wrote {wa}, b wrote {wb}"
     );
 }
+
+/// Runs `arng <args>` against `broker` as `user`/`password` until it exits (at most
+/// 20 s): exit code, seconds taken, stderr.
+fn run_until_exit(
+    broker: &Mosquitto,
+    args: &[&str],
+    user: &str,
+    password: &str,
+) -> (Option<i32>, f64, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(common::arng_bin())
+        .args(args)
+        .env("ARNG_MQTT_URL", broker.url())
+        .env("ARNG_MQTT_USERNAME", user)
+        .env("ARNG_MQTT_PASSWORD", password)
+        // Nothing listens there: neither command needs InfluxDB to refuse to start.
+        .env("INFLUX_URL", "http://127.0.0.1:9")
+        .env("ARNG_SPOOL_DIR", dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code(), started.elapsed().as_secs_f64(), err);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("arng {args:?} still running after 20 s with a refused login");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A broker that refuses the login (wrong password, unknown account) ends ingest and
+/// serve with exit 1 and one line naming the options to fix, instead of a retry loop
+/// (issue 13). A broker that is merely down is still retried (the broker-restart test
+/// above).
+#[test]
+fn a_refused_login_ends_ingest_and_serve_with_one_line_naming_the_options() {
+    let broker = Mosquitto::start();
+    let (user, _) = common::mosquitto::account("ingest");
+    for (who, password) in [(user.as_str(), "wrong-password"), ("nobody", "whatever")] {
+        for cmd in [
+            vec!["ingest", "--metrics-port", "0"],
+            vec!["serve", "--port", "0"],
+        ] {
+            let (code, secs, stderr) = run_until_exit(&broker, &cmd, who, password);
+            let context =
+                format!("arng {cmd:?} as {who}: exit {code:?} after {secs:.1} s\n{stderr}");
+            assert_eq!(code, Some(1), "{context}");
+            assert!(secs < 10.0, "{context}");
+            let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(errors.len(), 1, "{context}");
+            assert!(
+                errors[0].contains("refused the connection")
+                    && errors[0].contains("--mqtt-username / --mqtt-password"),
+                "{context}"
+            );
+            assert!(!stderr.contains("reconnecting"), "retried: {context}");
+        }
+    }
+}

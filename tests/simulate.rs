@@ -767,8 +767,9 @@ async fn a_zone_account_publishing_its_own_zone_is_acknowledged() {
 /// Refusals are paired with their topic by the order rumqttc writes publishes; a
 /// broker restart moves what was queued or in flight back into the pending queue.
 /// Readings go three nord, three sud, so a pairing shifted by a few messages would
-/// name a nord topic as refused. `--rate max` keeps rumqttc's request channel full,
-/// so the restart catches thousands of requests queued and in flight.
+/// name a nord topic as refused. `--rate max` (here up to 6,000 readings/s: one a
+/// millisecond per sensor) fills the queue while the broker is down, so the restart
+/// catches thousands of requests queued and in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_topics_stay_right_across_a_broker_restart() {
     let mut broker = Mosquitto::start();
@@ -855,6 +856,53 @@ async fn qos2_refusals_beyond_the_inflight_window_do_not_stall_the_run() {
         (n == 1500).then_some(())
     })
     .await;
+}
+
+/// `--rate max` publishes as fast as the broker takes it, yet a sensor's readings
+/// stay one per millisecond: InfluxDB keys a point by its timestamp (ms), so two
+/// readings of a sensor in one millisecond used to be one point. Counted in a real
+/// InfluxDB after a real ingest: every reading published is a point of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_max_keeps_every_reading_a_point_of_its_own_in_influxdb() {
+    use common::chain::{count_points, IngestProc};
+    use common::influxd::Influxd;
+
+    let broker = Mosquitto::start();
+    let db = Influxd::start();
+    let _ingest = IngestProc::start(&broker, &db, &[]);
+    let live = Recorder::start(&broker, "entrepot/+/+/v1").await;
+    let args: Vec<&str> =
+        "simulate --zones nord --sensors-per-zone 2 --rate max --count 400 --no-alerts --json"
+            .split(' ')
+            .collect();
+    let out = run(&args, &env(&broker, "simulator")).await;
+    let ctx = describe(&args, &out);
+    assert_eq!(out.status.code(), Some(0), "{ctx}");
+    assert_eq!(summary(&args, &out)["readings"], 800, "{ctx}");
+    // On the wire: each sensor's timestamps strictly increasing.
+    eventually("the 800 readings on the broker", PATIENCE, || async {
+        (live.readings().values().map(Vec::len).sum::<usize>() == 800).then_some(())
+    })
+    .await;
+    for (sensor, rs) in live.readings() {
+        assert_eq!(rs.len(), 400, "{sensor:?}");
+        let ms: Vec<i64> = rs.iter().map(|r| r.timestamp.timestamp_millis()).collect();
+        assert!(ms.windows(2).all(|w| w[0] < w[1]), "{sensor:?}: {ms:?}");
+    }
+    // In InfluxDB: 800 points, 400 a sensor.
+    eventually("800 points in InfluxDB", PATIENCE, || async {
+        (count_points(&db, "readings", "temp", "").await >= 800).then_some(())
+    })
+    .await;
+    assert_eq!(count_points(&db, "readings", "temp", "").await, 800);
+    for s in ["s1", "s2"] {
+        let filter = format!(r#"r.sensor == "{s}""#);
+        assert_eq!(
+            count_points(&db, "readings", "temp", &filter).await,
+            400,
+            "{s}"
+        );
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use tracing::{debug, info, warn};
 
 use super::{queries, AppState, LiveEvent, ThresholdSource};
+use crate::backoff::Backoff;
 use crate::config::MqttArgs;
 use crate::domain::topic::{self, Topic};
 use crate::domain::{Alert, Heartbeat, Reading, Thresholds};
@@ -37,13 +38,19 @@ pub fn mqtt_client(args: &MqttArgs) -> (AsyncClient, EventLoop) {
     crate::mqtt::client(o, 1000)
 }
 
-/// Drives the API's MQTT connection forever, reconnecting with backoff.
-pub async fn run_mqtt(state: AppState, client: AsyncClient, mut eventloop: EventLoop) {
-    let mut backoff = Duration::from_millis(100);
+/// Drives the API's MQTT connection, reconnecting with backoff. Returns only when the
+/// broker refuses this client for good (a wrong password, an unknown account: see
+/// [`crate::mqtt::refusal_is_permanent`]), with that refusal, for `serve` to stop on.
+pub async fn run_mqtt(
+    state: AppState,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+) -> rumqttc::ConnectionError {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 state.mqtt_connected.store(true, Ordering::Relaxed);
                 info!("API connected to the broker");
                 // Readings at QoS 0: the cache only needs the newest value, and a lost
@@ -65,10 +72,15 @@ pub async fn run_mqtt(state: AppState, client: AsyncClient, mut eventloop: Event
             Ok(_) => {}
             Err(e) => {
                 state.mqtt_connected.store(false, Ordering::Relaxed);
+                if let rumqttc::ConnectionError::ConnectionRefused(code) = e {
+                    if crate::mqtt::refusal_is_permanent(code) {
+                        return e;
+                    }
+                }
                 let why = crate::mqtt::tls_failure(&e).unwrap_or_else(|| e.to_string());
-                warn!(error = %why, retry_in = ?backoff, "API lost the broker; reconnecting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let wait = backoff.next_delay();
+                warn!(error = %why, retry_in = ?wait, "API lost the broker; reconnecting");
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -62,9 +62,6 @@ pub struct StoredReading {
     /// receipt (absent otherwise; docs/data-model.md says what that costs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stamped_by: Option<String>,
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub timestamp_ms: i64,
 }
 
 /// One sensor in `GET /zones/{zone}/latest`: MQTT and InfluxDB side by side.
@@ -305,10 +302,9 @@ impl LiveState {
                             seq: i.seq,
                             age_ms: now_ms.saturating_sub(i.time_ms).max(0),
                             stamped_by: i.stamped_by_ingest.then(|| "ingest".to_owned()),
-                            timestamp_ms: i.time_ms,
                         });
-                        let lag_ms = match (&slot.mqtt, &influx) {
-                            (Some(m), Some(i)) => Some(m.timestamp_ms - i.timestamp_ms),
+                        let lag_ms = match (&slot.mqtt, &slot.influx) {
+                            (Some(m), Some(i)) => Some(m.timestamp_ms - i.time_ms),
                             _ => None,
                         };
                         SensorLatest {

@@ -13,40 +13,23 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::UsageError;
-use crate::config::{parse_zone, Chain};
-use crate::domain::Zone;
+use crate::config::Chain;
 use crate::help::heading;
 use crate::probe::check::E2eCheck;
+use crate::probe::scope::ZoneOptions;
 use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = heading::CHECK, after_help = EXAMPLES)]
 pub struct Args {
-    /// Zones to check, comma-separated or repeated: the probes go to the first, and
-    /// the heartbeat hop checks exactly these [default: the zones configured in the
-    /// thresholds, else every zone with a heartbeat in 24 h; the probes then go to
-    /// the first of them with a recent heartbeat (docs/supervision.md)].
-    #[arg(long, env = "ARNG_PROBE_ZONE", value_delimiter = ',', value_parser = parse_zone,
-          value_name = "ZONE")]
-    pub zone: Vec<Zone>,
-
-    /// Zones to leave out, comma-separated or repeated (e.g. a leftover test zone):
-    /// never probed, their heartbeats not checked.
-    #[arg(long, env = "ARNG_EXCLUDE_ZONES", value_delimiter = ',', value_parser = parse_zone,
-          value_name = "ZONE")]
-    pub exclude_zone: Vec<Zone>,
+    #[command(flatten)]
+    pub zones: ZoneOptions,
 
     /// How long each hop may take. A hop that cannot reach its own server (connection
     /// refused, unknown host, refused credentials) fails at once instead.
     #[arg(long, env = "ARNG_CHECK_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration,
           value_name = "DURATION")]
     pub timeout: Duration,
-
-    /// Oldest zone heartbeat accepted [default: silence_after_s of the thresholds in
-    /// force, 90 s unless changed].
-    #[arg(long, env = "ARNG_HEARTBEAT_MAX_AGE", value_parser = parse_positive_duration,
-          value_name = "DURATION")]
-    pub heartbeat_max_age: Option<Duration>,
 
     /// Print the result as JSON: {"ok": bool, "hops": [{"name", "ok", "latency_ms",
     /// "detail", "cause"}], "zone", "zones", "zone_choice"}.
@@ -68,15 +51,11 @@ Examples:
   arng check-e2e --exclude-zone test-zone";
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(z) = args.zone.iter().find(|z| args.exclude_zone.contains(z)) {
-        return Err(UsageError(format!("zone {z} is both in --zone and in --exclude-zone")).into());
-    }
+    args.zones.check().map_err(|e| UsageError(e.to_string()))?;
     let check = E2eCheck {
         chain: args.chain,
-        zones: args.zone,
-        exclude: args.exclude_zone,
+        zones: args.zones,
         timeout: args.timeout,
-        heartbeat_max_age: args.heartbeat_max_age,
     };
     let spinner = spinner(args.json);
     let result = check.run(&spinner).await;
@@ -126,18 +105,10 @@ mod tests {
     }
 
     #[test]
-    fn zones_are_lists() {
-        let args: Args = crate::cmd::parse_args(&[
-            "--zone",
-            "nord,sud",
-            "--exclude-zone",
-            "a",
-            "--exclude-zone",
-            "b",
-        ])
-        .unwrap();
-        assert_eq!(args.zone.len(), 2);
-        assert_eq!(args.exclude_zone.len(), 2);
-        assert!(crate::cmd::parse_args::<Args>(&["--exclude-zone", "A"]).is_err());
+    fn the_zone_options_are_flattened() {
+        let args: Args =
+            crate::cmd::parse_args(&["--zone", "nord,sud", "--exclude-zone", "a"]).unwrap();
+        assert_eq!(args.zones.zone.len(), 2);
+        assert_eq!(args.zones.exclude_zone.len(), 1);
     }
 }

@@ -4,16 +4,15 @@
 //! terminal, prints the table or JSON, writes the Markdown report, and exits 1 when a
 //! checked item failed.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::UsageError;
-use crate::config::{parse_zone, Chain};
+use crate::config::{parse_zone, Backends, Chain, TeamApiArgs};
 use crate::domain::Zone;
 use crate::help::heading;
 use crate::lab::render;
@@ -123,7 +122,10 @@ pub struct Args {
 
     // Last: these groups set the heading of what follows them (crate::help).
     #[command(flatten)]
-    pub chain: Chain,
+    pub backends: Backends,
+
+    #[command(flatten)]
+    pub api: TeamApiArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -137,7 +139,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let check = LabCheck {
-        chain: args.chain,
+        chain: Chain {
+            mqtt: args.backends.mqtt,
+            influx: args.backends.influx,
+            api: args.api.0,
+        },
         zones: args.zones,
         window: args.window,
         timeout: args.timeout,
@@ -181,15 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn progress() -> ProgressBar {
-    let bar = ProgressBar::new(1);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} s {wide_bar} {msg}") {
-        bar.set_style(style);
-    }
-    // Only for a person watching: never in a pipe, a log or CI.
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar
+    super::progress_bar(1, "{spinner} {pos}/{len} s {wide_bar} {msg}")
 }
 
 #[cfg(test)]

@@ -61,12 +61,19 @@ pub struct Args {
     pub batch_size: u32,
 
     /// Write a batch as soon as this many messages await acknowledgement. Keep it at
-    /// most half the broker's `max_inflight_messages` (1000 in mosquitto-conf/), which
-    /// caps how many unacknowledged messages the broker sends: a larger value makes
-    /// every batch wait for --batch-timeout.
-    #[arg(long, env = "ARNG_ACK_WINDOW", default_value_t = 500,
+    /// most half the broker's `max_inflight_messages` (20000 in mosquitto-conf/): a
+    /// broker that honours that window never sends more unacknowledged messages, so
+    /// a larger value makes batches wait for --batch-timeout.
+    #[arg(long, env = "ARNG_ACK_WINDOW", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..=65_535), value_name = "MESSAGES")]
     pub ack_window: u32,
+
+    /// Most messages held in memory, received but not yet written and acknowledged.
+    /// When reached, ingest stops reading from the broker until the writer catches up,
+    /// so memory stays bounded whatever the backlog (docs/ingest.md#flow-control).
+    #[arg(long, env = "ARNG_MAX_UNACKED", default_value_t = 40_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "MESSAGES")]
+    pub max_unacked: u32,
 
     /// Batches being written to InfluxDB at once while it is healthy. Acknowledgements
     /// still leave in arrival order; during an outage writes go one at a time.
@@ -75,7 +82,7 @@ pub struct Args {
     pub writes_in_flight: u32,
 
     /// Longest time a reading waits in a partly filled batch.
-    #[arg(long, env = "ARNG_BATCH_TIMEOUT", default_value = "200ms", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "ARNG_BATCH_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub batch_timeout: Duration,
 
     /// Where batches wait on disk while InfluxDB is unavailable [default:
@@ -203,6 +210,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for metrics (choose another --metrics-port)")
     })?;
+    // With --metrics-port 0 the system picks the port: say the one it picked.
+    let addr = listener.local_addr().unwrap_or(addr);
     info!(%addr, "metrics on http://{addr}/metrics");
     let metrics_server = tokio::spawn(crate::metrics::serve(listener, registry.clone()));
 
@@ -229,6 +238,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size as usize,
         batch_timeout: args.batch_timeout,
         ack_window: args.ack_window as usize,
+        max_unacked: args.max_unacked as usize,
         writes_in_flight: args.writes_in_flight as usize,
         spool_dir,
         spool_max_bytes: args.spool_max,

@@ -3,21 +3,24 @@
 //! The paths measured and how are [`crate::probe::latency`]'s; this command shows a
 //! progress bar on a terminal, then prints the percentiles as tables or JSON.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
-use crate::config::{parse_zone, Chain};
-use crate::domain::Zone;
+use super::UsageError;
+use crate::config::Chain;
 use crate::help::heading;
 use crate::probe::latency::{render_table, LatencyRun};
+use crate::probe::scope::ZoneOptions;
 use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = heading::LATENCY, after_help = EXAMPLES)]
 pub struct Args {
+    #[command(flatten)]
+    pub zones: ZoneOptions,
+
     /// Number of probe readings to measure (one at a time).
     #[arg(long, env = "ARNG_LATENCY_SAMPLES", default_value_t = 20, conflicts_with = "duration",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
@@ -26,10 +29,6 @@ pub struct Args {
     /// Measure for this long instead of a number of samples (e.g. 1m).
     #[arg(long, env = "ARNG_LATENCY_DURATION", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
-
-    /// Zone the probes are published in [default: the first zone that GET /zones lists].
-    #[arg(long, env = "ARNG_PROBE_ZONE", value_parser = parse_zone, value_name = "ZONE")]
-    pub zone: Option<Zone>,
 
     /// Pause between two probes.
     #[arg(long, env = "ARNG_LATENCY_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration,
@@ -41,8 +40,9 @@ pub struct Args {
           value_name = "DURATION")]
     pub timeout: Duration,
 
-    /// Print the result as JSON: {"zone", "samples", "lost", "paths": {<path>: {"p50_ms",
-    /// "p90_ms", "p99_ms", "max_ms", "samples"}}, "heartbeats": {<zone>: {..., "latest_ms"}}}.
+    /// Print the result as JSON: {"zone", "zone_choice", "samples", "lost", "paths":
+    /// {<path>: {"p50_ms", "p90_ms", "p99_ms", "max_ms", "samples"}}, "heartbeats":
+    /// {<zone>: {..., "latest_ms"}}}.
     #[arg(long, help_heading = heading::OUTPUT)]
     pub json: bool,
 
@@ -53,7 +53,7 @@ pub struct Args {
 
 const EXAMPLES: &str = "\
 Examples:
-  # 20 probes in the first zone the API lists, as tables
+  # 20 probes in the zone check-e2e would choose, as tables
   arng latency
   # One minute of probes in zone nord, one every 500 ms, for a script
   arng latency --zone nord --duration 1m --interval 500ms --json
@@ -61,10 +61,11 @@ Examples:
   arng latency --samples 100 --api-url http://arng.example.com:8000";
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    args.zones.check().map_err(|e| UsageError(e.to_string()))?;
     let bar = progress(&args);
     let measurement = LatencyRun {
         chain: args.chain,
-        zone: args.zone,
+        zones: args.zones,
         samples: args.samples,
         duration: args.duration,
         interval: args.interval,
@@ -101,13 +102,27 @@ fn progress(args: &Args) -> ProgressBar {
             "{spinner} {pos}/{len} probes {wide_bar} {msg}",
         ),
     };
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
+    super::progress_bar(len, template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_are_chosen_by_check_e2e_s_options() {
+        let args: Args = crate::cmd::parse_args(&[
+            "--zone",
+            "sud,nord",
+            "--heartbeat-max-age",
+            "2m",
+            "--samples",
+            "3",
+        ])
+        .unwrap();
+        let names: Vec<&str> = args.zones.zone.iter().map(|z| z.as_str()).collect();
+        assert_eq!(names, ["sud", "nord"]);
+        assert_eq!(args.zones.heartbeat_max_age, Some(Duration::from_secs(120)));
+        assert_eq!(args.samples, 3);
     }
-    // Only for a person watching: never in a pipe, a log or CI.
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar
 }

@@ -41,6 +41,21 @@ pub(crate) fn table_width() -> usize {
     crate::report::table_width(std::env::var("COLUMNS").ok().as_deref(), terminal)
 }
 
+/// A progress bar of `len` steps drawn on stderr with `template`, only for a person
+/// watching: hidden when stderr is not a terminal (a pipe, a log, CI), so scripted
+/// runs print nothing but their result.
+pub(crate) fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
 /// A command's `Args` parsed from `argv` (without the program name), as clap would
 /// parse them on the command line: for the commands' unit tests.
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         request_timeout: args.request_timeout,
         lookback: args.lookback,
     };
+    let mqtt = args.backends.mqtt.clone();
     let (client, eventloop) = api::feed::mqtt_client(&args.backends.mqtt);
     let state = AppState::new(
         InfluxClient::new(&args.backends.influx),
@@ -104,7 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         options,
         Registry::new(),
     );
-    tokio::spawn(api::feed::run_mqtt(state.clone(), client, eventloop));
+    let feed = tokio::spawn(api::feed::run_mqtt(state.clone(), client, eventloop));
     tokio::spawn(api::feed::run_influx_refresh(
         state.clone(),
         args.influx_refresh,
@@ -112,9 +113,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     ));
     tokio::spawn(api::supervise::run(state.clone(), api::supervise::INTERVAL));
     info!(%addr, broker = %args.backends.mqtt.url, influx = %args.backends.influx.url, "API on http://{addr} (docs: /docs)");
-    api::serve(listener, state, crate::shutdown::signal())
-        .await
-        .context("API server failed")?;
+    // A broker that refuses the login for good ends serve with the reason (exit 1),
+    // rather than an API that stays up without its live feed.
+    tokio::select! {
+        served = api::serve(listener, state, crate::shutdown::signal()) => {
+            served.context("API server failed")?;
+        }
+        refused = feed => {
+            let e = refused.context("the MQTT task failed")?;
+            return Err(match crate::mqtt::permanent_failure(&mqtt, &e) {
+                Some(refusal) => refusal.into(),
+                None => anyhow::Error::from(e),
+            });
+        }
+    }
     info!("API stopped");
     Ok(ExitCode::SUCCESS)
 }

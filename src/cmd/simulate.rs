@@ -277,8 +277,24 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(p.links.len(), 1);
-        // --rate overrides the interval: 30 sensors at 60,000/s → 500 µs each.
+        // --rate overrides the interval: 300 sensors at 60,000/s → 5 ms each.
         let p = plan(&[
+            "--zones",
+            "a,b,c",
+            "--sensors-per-zone",
+            "100",
+            "--rate",
+            "60000",
+        ])
+        .unwrap();
+        assert_eq!(p.interval, Duration::from_millis(5));
+        assert_eq!(p.links.len(), 2);
+        let covered: usize = p.links.iter().map(|l| l.sensors.len()).sum();
+        assert_eq!(covered, 300);
+        assert_eq!(p.links[0].sensors, 0..150);
+        // More than a reading per sensor and millisecond is refused, by rate or
+        // interval (InfluxDB would keep one of them); 1 ms exactly is accepted.
+        let e = plan(&[
             "--zones",
             "a,b,c",
             "--sensors-per-zone",
@@ -286,12 +302,20 @@ mod tests {
             "--rate",
             "60000",
         ])
-        .unwrap();
-        assert_eq!(p.interval, Duration::from_micros(500));
-        assert_eq!(p.links.len(), 2);
-        let covered: usize = p.links.iter().map(|l| l.sensors.len()).sum();
-        assert_eq!(covered, 30);
-        assert_eq!(p.links[0].sensors, 0..15);
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "--rate: each sensor would publish every 500 µs, more often than once a \
+             millisecond (InfluxDB keeps one point per sensor and millisecond): lower the \
+             rate or add sensors (at most 1000 readings/s per sensor)"
+        );
+        let e = plan(&["--zones", "a", "--interval", "900us"]).unwrap_err();
+        assert!(
+            e.starts_with("--interval: each sensor would publish every 900 µs"),
+            "{e}"
+        );
+        assert!(plan(&["--zones", "a", "--interval", "1ms"]).is_ok());
+        assert!(plan(&["--zones", "a", "--rate", "3000", "--sensors-per-zone", "3"]).is_ok());
         assert_eq!(p.links[1].client_id, "simulator-2");
         assert!(p.links[1].heartbeat_zones.is_empty());
         // --duration becomes a count of readings per sensor.

@@ -6,6 +6,7 @@
 //! `store`) and the subcommands build on it. `docs/data-model.md` is the prose version.
 
 pub mod alert;
+pub mod clock;
 pub mod deadletter;
 pub mod flux;
 pub mod json;
@@ -18,6 +19,7 @@ pub mod thresholds;
 pub mod topic;
 
 pub use alert::{Alert, AlertKind, AlertSource, AlertState};
+pub use clock::SensorClock;
 pub use names::{NameError, SensorId, Zone};
 pub use payload::{AlertLevel, Heartbeat, PayloadError, Provenance, ReadPolicy, Reading};
 pub use thresholds::{Metric, Thresholds};

@@ -15,10 +15,16 @@
 //! Pure: time comes in as arguments, alerts go out as return values. Alert times are
 //! the readings' own timestamps (silence alerts: the time of the check), so a reading
 //! processed twice yields alerts with the same ids.
+//!
+//! What must survive a restart is [`AlertMemory`]: ingest saves it (in its spool
+//! directory) and gives it back to a new engine with [`RuleEngine::restore`], so a
+//! condition that still holds is not raised twice and one that ended while ingest was
+//! down is cleared by the next readings.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertKind, AlertSource, AlertState};
 use super::names::{SensorId, Zone};
@@ -57,6 +63,44 @@ pub struct RuleEngine {
     metrics: HashMap<(Zone, SensorId, Metric), MetricState>,
     sensors: HashMap<(Zone, SensorId), Seen>,
     zones: HashMap<Zone, Seen>,
+    /// Bumped whenever [`AlertMemory`] would change (an alert raised or cleared, a
+    /// sensor or zone seen for the first time), so a caller saves it only then.
+    generation: u64,
+}
+
+/// The part of the engine's memory worth keeping across a restart: the alerts raised
+/// and not cleared, and the sensors and zones seen (so one that falls silent across a
+/// restart still raises its silence alert). Debounce streaks and last-seen times are
+/// not kept: a streak in progress starts over, and silence counts from the restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertMemory {
+    /// Threshold alerts raised and not cleared.
+    pub raised: Vec<RaisedAlert>,
+    /// Sensors seen; `silenced`: their silence alert is raised.
+    pub sensors: Vec<SeenSensor>,
+    /// Zones whose heartbeat was seen; `silenced` as for sensors.
+    pub zones: Vec<SeenZone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RaisedAlert {
+    pub zone: String,
+    pub sensor: String,
+    pub metric: Metric,
+    pub severity: AlertLevel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeenSensor {
+    pub zone: String,
+    pub sensor: String,
+    pub silenced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeenZone {
+    pub zone: String,
+    pub silenced: bool,
 }
 
 impl RuleEngine {
@@ -70,6 +114,7 @@ impl RuleEngine {
         let key = (r.zone.clone(), r.sensor.clone());
         if let Some(seen) = self.sensors.get_mut(&key) {
             if seen.silenced {
+                self.generation += 1;
                 out.push(silence_alert(
                     &r.zone,
                     Some(&r.sensor),
@@ -84,6 +129,7 @@ impl RuleEngine {
                 silenced: false,
             };
         } else {
+            self.generation += 1;
             self.sensors.insert(
                 key,
                 Seen {
@@ -122,6 +168,7 @@ impl RuleEngine {
                 }
                 ls.streak += 1;
                 if ls.streak >= t.debounce {
+                    self.generation += 1;
                     ls.active = !ls.active;
                     ls.streak = 0;
                     let state = if ls.active {
@@ -181,6 +228,7 @@ impl RuleEngine {
         let mut out = Vec::new();
         if let Some(seen) = self.zones.get_mut(zone) {
             if seen.silenced {
+                self.generation += 1;
                 out.push(silence_alert(
                     zone,
                     None,
@@ -195,6 +243,7 @@ impl RuleEngine {
                 silenced: false,
             };
         } else {
+            self.generation += 1;
             self.zones.insert(
                 zone.clone(),
                 Seen {
@@ -215,6 +264,7 @@ impl RuleEngine {
         for ((zone, sensor), seen) in self.sensors.iter_mut() {
             if !seen.silenced && now - seen.last > limit {
                 seen.silenced = true;
+                self.generation += 1;
                 out.push(silence_alert(
                     zone,
                     Some(sensor),
@@ -228,6 +278,7 @@ impl RuleEngine {
         for (zone, seen) in self.zones.iter_mut() {
             if !seen.silenced && now - seen.last > limit {
                 seen.silenced = true;
+                self.generation += 1;
                 out.push(silence_alert(
                     zone,
                     None,
@@ -239,6 +290,100 @@ impl RuleEngine {
             }
         }
         out
+    }
+
+    /// Changes whenever [`RuleEngine::memory`] would (see [`AlertMemory`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// What must survive a restart, in a stable order.
+    pub fn memory(&self) -> AlertMemory {
+        let mut m = AlertMemory::default();
+        for ((zone, sensor, metric), state) in &self.metrics {
+            for (severity, level) in [
+                (AlertLevel::Warning, state.warning),
+                (AlertLevel::Critical, state.critical),
+            ] {
+                if level.active {
+                    m.raised.push(RaisedAlert {
+                        zone: zone.to_string(),
+                        sensor: sensor.to_string(),
+                        metric: *metric,
+                        severity,
+                    });
+                }
+            }
+        }
+        m.sensors = self
+            .sensors
+            .iter()
+            .map(|((zone, sensor), seen)| SeenSensor {
+                zone: zone.to_string(),
+                sensor: sensor.to_string(),
+                silenced: seen.silenced,
+            })
+            .collect();
+        m.zones = self
+            .zones
+            .iter()
+            .map(|(zone, seen)| SeenZone {
+                zone: zone.to_string(),
+                silenced: seen.silenced,
+            })
+            .collect();
+        m.raised.sort();
+        m.sensors.sort();
+        m.zones.sort();
+        m
+    }
+
+    /// Takes back a saved [`AlertMemory`] at `now` (a fresh engine, at start):
+    /// raised alerts are active again, silenced sensors and zones stay silenced, and
+    /// the others count their silence from `now`. Returns how many entries were
+    /// skipped because a name is not valid (a hand-edited file).
+    pub fn restore(&mut self, m: &AlertMemory, now: DateTime<Utc>) -> usize {
+        let mut skipped = 0;
+        for a in &m.raised {
+            let (Ok(zone), Ok(sensor)) = (Zone::new(&a.zone), SensorId::new(&a.sensor)) else {
+                skipped += 1;
+                continue;
+            };
+            let state = self.metrics.entry((zone, sensor, a.metric)).or_default();
+            match a.severity {
+                AlertLevel::Warning => state.warning.active = true,
+                AlertLevel::Critical => state.critical.active = true,
+                AlertLevel::Normal => skipped += 1,
+            }
+        }
+        for s in &m.sensors {
+            let (Ok(zone), Ok(sensor)) = (Zone::new(&s.zone), SensorId::new(&s.sensor)) else {
+                skipped += 1;
+                continue;
+            };
+            self.sensors.insert(
+                (zone, sensor),
+                Seen {
+                    last: now,
+                    silenced: s.silenced,
+                },
+            );
+        }
+        for z in &m.zones {
+            let Ok(zone) = Zone::new(&z.zone) else {
+                skipped += 1;
+                continue;
+            };
+            self.zones.insert(
+                zone,
+                Seen {
+                    last: now,
+                    silenced: z.silenced,
+                },
+            );
+        }
+        self.generation += 1;
+        skipped
     }
 
     /// Active alerts by severity (threshold and silence alerts).
@@ -412,6 +557,62 @@ mod tests {
         assert_eq!(a.len(), 2);
         assert_eq!(a, b);
         assert_ne!(a[0].id, a[1].id);
+    }
+
+    #[test]
+    fn restored_memory_neither_raises_again_nor_forgets_to_clear() {
+        let t = Thresholds {
+            debounce: 1,
+            silence_after_s: 10,
+            ..Thresholds::default()
+        };
+        let mut before = RuleEngine::new();
+        let g0 = before.generation();
+        let raised = before.on_reading(&t, &reading(31.0, 0), t0());
+        assert_eq!(raised.len(), 2);
+        assert!(before.generation() > g0);
+        // Another reading in the same state changes nothing worth saving.
+        let g1 = before.generation();
+        assert!(before.on_reading(&t, &reading(31.5, 1), t0()).is_empty());
+        assert_eq!(before.generation(), g1);
+        let memory = before.memory();
+        assert_eq!(memory.raised.len(), 2);
+        assert_eq!(memory.sensors.len(), 1);
+        let json = serde_json::to_string(&memory).unwrap();
+        let back: AlertMemory = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, memory);
+
+        // Still above critical after the restart: nothing raised a second time.
+        let mut after = RuleEngine::new();
+        assert_eq!(after.restore(&back, t0()), 0);
+        assert_eq!(
+            after.active(),
+            ActiveCounts {
+                warning: 1,
+                critical: 1
+            }
+        );
+        assert!(after.on_reading(&t, &reading(32.0, 2), t0()).is_empty());
+        // Back to normal: cleared, critical first.
+        let cleared = after.on_reading(&t, &reading(20.0, 3), t0());
+        assert_eq!(
+            cleared
+                .iter()
+                .map(|a| (a.severity, a.state))
+                .collect::<Vec<_>>(),
+            vec![(Critical, Cleared), (Warning, Cleared)]
+        );
+        // A known sensor silent since the restart raises its silence alert.
+        let mut silent = RuleEngine::new();
+        silent.restore(&back, t0());
+        assert_eq!(
+            silent.tick(&t, t0() + chrono::Duration::seconds(11)).len(),
+            1
+        );
+        // Names that are not valid are skipped, not trusted.
+        let mut bad = back.clone();
+        bad.raised[0].zone = "Nord!".into();
+        assert_eq!(RuleEngine::new().restore(&bad, t0()), 1);
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //!
 //! Bounded: a token bucket allows [`RATE_PER_S`] copies a second with bursts of
 //! [`BURST`], and each copy is at most 2 KiB, so a flood of bad messages costs the
-//! broker and the MQTT client a bounded rate whatever its size. Published with
-//! `try_publish` from the MQTT task, which must never wait (see the flow-control note
-//! in [`super::run`]): a copy that finds the client's queue full is dropped, never
-//! waited for. Both kinds of drop are counted in
+//! broker and the MQTT client a bounded rate whatever its size. The copy is queued on
+//! the link's own publishes ([`super::link`]), which never wait: a copy that finds
+//! that queue full is dropped, never waited for. Both kinds of drop are counted in
 //! `arng_ingest_deadletters_unpublished_total{why}`; the `deadletters` measurement
 //! keeps every refusal regardless.
 
@@ -15,8 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use rumqttc::{AsyncClient, QoS};
-use tracing::debug;
+use rumqttc::{Publish, QoS};
 
 use crate::domain::deadletter::DeadLetter;
 use crate::domain::Topic;
@@ -62,9 +60,8 @@ impl TokenBucket {
     }
 }
 
-/// Publishes dead-letter copies for ingest.
+/// Builds ingest's dead-letter copies, at a bounded rate.
 pub struct DeadLetters {
-    client: AsyncClient,
     instance: String,
     bucket: TokenBucket,
     published: Arc<Counter>,
@@ -73,7 +70,7 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(client: AsyncClient, instance: &str, registry: &Registry) -> DeadLetters {
+    pub fn new(instance: &str, registry: &Registry) -> DeadLetters {
         let unpublished = |why| {
             registry.counter(
                 "arng_ingest_deadletters_unpublished_total",
@@ -82,7 +79,6 @@ impl DeadLetters {
             )
         };
         DeadLetters {
-            client,
             instance: instance.to_owned(),
             bucket: TokenBucket::new(BURST, RATE_PER_S),
             published: registry.counter(
@@ -95,18 +91,18 @@ impl DeadLetters {
         }
     }
 
-    /// Publishes the copy of one refused message, if the rate allows it.
-    pub fn publish(
+    /// The copy of one refused message to publish, if the rate allows it.
+    pub fn copy(
         &mut self,
         topic: &str,
         payload: &[u8],
         reason: &str,
         field: Option<&str>,
         error: &str,
-    ) {
+    ) -> Option<Publish> {
         if !self.bucket.take(Instant::now()) {
             self.over_rate.inc();
-            return;
+            return None;
         }
         let record = DeadLetter {
             reason,
@@ -122,13 +118,17 @@ impl DeadLetters {
             reason: reason.to_owned(),
         }
         .to_string();
-        match self.client.try_publish(to, QoS::AtLeastOnce, false, record) {
-            Ok(()) => self.published.inc(),
-            Err(e) => {
-                debug!(error = %e, "dead-letter copy not published (client queue full)");
-                self.queue_full.inc();
-            }
-        }
+        Some(Publish::new(to, QoS::AtLeastOnce, record))
+    }
+
+    /// The copy was queued for the broker.
+    pub fn queued(&self) {
+        self.published.inc();
+    }
+
+    /// The copy found the link's queue full and was dropped.
+    pub fn dropped(&self) {
+        self.queue_full.inc();
     }
 }
 

@@ -3,15 +3,15 @@
 //! teacher sees whose sensor is sloppy, and the dead-letter copy of every refusal
 //! ([`super::deadletter`]).
 //!
-//! Lives in the MQTT task, next to [`super::classify`]: it never waits on anything
-//! (counters, a bounded log limiter, a non-blocking publish).
+//! Lives in the broker link, next to [`super::classify`]: it never waits on anything
+//! (counters, a bounded log limiter, a dead-letter copy handed back to queue).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rumqttc::AsyncClient;
+use rumqttc::Publish;
 use tracing::info;
 
 use super::deadletter::DeadLetters;
@@ -136,18 +136,13 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(
-        policy: ReadPolicy,
-        registry: &Registry,
-        client: AsyncClient,
-        instance: &str,
-    ) -> Reader {
+    pub fn new(policy: ReadPolicy, registry: &Registry, instance: &str) -> Reader {
         Reader {
             policy,
             registry: registry.clone(),
             counters: HashMap::new(),
             logs: LogLimiter::new(LOG_INTERVAL, LOG_KEYS),
-            dead_letters: DeadLetters::new(client, instance, registry),
+            dead_letters: DeadLetters::new(instance, registry),
         }
     }
 
@@ -176,8 +171,9 @@ impl Reader {
         Alert::read(zone, bytes, &self.policy, Utc::now())
     }
 
-    /// Publishes the dead-letter copy of a refused message (nothing for the others).
-    pub fn dead_letter(&mut self, inbound: &Inbound) {
+    /// The dead-letter copy of a refused message to publish (None for the others, or
+    /// over the rate).
+    pub fn dead_letter(&mut self, inbound: &Inbound) -> Option<Publish> {
         if let Inbound::Invalid {
             topic,
             payload,
@@ -187,8 +183,19 @@ impl Reader {
             ..
         } = inbound
         {
-            self.dead_letters
-                .publish(topic, payload, reason, field.as_deref(), error);
+            return self
+                .dead_letters
+                .copy(topic, payload, reason, field.as_deref(), error);
+        }
+        None
+    }
+
+    /// Counts the fate of a copy [`Reader::dead_letter`] gave: queued, or dropped.
+    pub fn dead_letter_queued(&self, queued: bool) {
+        if queued {
+            self.dead_letters.queued();
+        } else {
+            self.dead_letters.dropped();
         }
     }
 

@@ -151,12 +151,42 @@ impl Item {
         self.evidence = evidence;
         self
     }
+}
 
-    /// An item that could not be judged for the reason `gap` gives.
-    pub fn from_gap(id: &'static str, lang: Lang, gap: &observed::Gap) -> Item {
+/// The item an evaluator is judging, so that each of its verdicts says only a status
+/// and its words: `let judge = Judge::new(INFLUX_VALUES, lang); … judge.fail(summary)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge {
+    id: &'static str,
+    lang: Lang,
+}
+
+impl Judge {
+    pub fn new(id: &'static str, lang: Lang) -> Judge {
+        Judge { id, lang }
+    }
+
+    pub fn verdict(self, status: Status, summary: String) -> Item {
+        Item::new(self.id, self.lang, status, summary)
+    }
+
+    pub fn pass(self, summary: String) -> Item {
+        self.verdict(Status::Pass, summary)
+    }
+
+    pub fn fail(self, summary: String) -> Item {
+        self.verdict(Status::Fail, summary)
+    }
+
+    pub fn not_checked(self, summary: String) -> Item {
+        self.verdict(Status::NotChecked, summary)
+    }
+
+    /// The item could not be judged, for the reason `gap` gives.
+    pub fn gap(self, gap: &observed::Gap) -> Item {
         match gap {
-            observed::Gap::Failed(why) => Item::new(id, lang, Status::Fail, why.clone()),
-            observed::Gap::NotChecked(why) => Item::new(id, lang, Status::NotChecked, why.clone()),
+            observed::Gap::Failed(why) => self.fail(why.clone()),
+            observed::Gap::NotChecked(why) => self.not_checked(why.clone()),
         }
     }
 }

@@ -12,7 +12,7 @@
 //! | `alert rest` | the same alert is listed by `GET /alerts?zone=<zone>` |
 //! | `alert cleared` | after `debounce` normal probes, the clearing alert arrives on MQTT |
 //! | `heartbeats` | every zone of the scope has a heartbeat in InfluxDB younger than the limit |
-//! | `broker $SYS` | the broker answers on `$SYS/broker/uptime` |
+//! | `broker $SYS` | `$SYS/broker/uptime` (retained) arrives within [`SYS_WAIT`] of subscribing |
 //!
 //! Each hop reports its own cause ([`Cause`]): a hop that cannot reach its own
 //! server (refused, DNS, credentials) fails at once with that cause, without waiting
@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::alerts::{alert_hops, ALERT_HOPS};
 use super::influx::{last_heartbeats, probe_in_influx};
 use super::prober::RETAINED_WAIT;
-use super::scope::{self, Facts, LastHeartbeats, Scope};
+use super::scope::{self, LastHeartbeats, Scope, ZoneOptions};
 use super::{ms, poll, ApiClient, Cause, Failure, ProbeError, Prober};
 use crate::config::Chain;
 use crate::domain::topic::{Topic, HEARTBEATS_FILTER, THRESHOLDS_TOPIC};
@@ -59,6 +59,12 @@ const AFTER_PUBLISH: [&str; 5] = [
     HOP_ALERT_CLEARED,
 ];
 
+/// How long after subscribing the `broker $SYS` hop waits for `$SYS/broker/uptime`
+/// (at most `--timeout`). Mosquitto keeps it retained, so it comes right after the
+/// SUBACK whenever the broker publishes statistics; a broker with `sys_interval 0`
+/// publishes none, ever, and waiting out the timeout would tell nothing more.
+pub const SYS_WAIT: Duration = Duration::from_secs(3);
+
 /// Where this check's InfluxDB options are, for a failure of its own queries.
 const INFLUX_HINT: &str =
     "check --influx-url / INFLUX_URL of this check (ingest and the API may use another)";
@@ -69,16 +75,11 @@ const INFLUX_HINT: &str =
 pub struct E2eCheck {
     /// Where the broker, InfluxDB and the API are.
     pub chain: Chain,
-    /// `--zone`: the probes go to the first, heartbeats are checked for these; empty:
-    /// the rule of [`super::scope`].
-    pub zones: Vec<Zone>,
-    /// `--exclude-zone`: never probed, heartbeats not checked.
-    pub exclude: Vec<Zone>,
+    /// Which zones are probed and whose heartbeats are checked, by the rule of
+    /// [`super::scope`]; the oldest heartbeat accepted.
+    pub zones: ZoneOptions,
     /// How long each hop may take (more than zero).
     pub timeout: Duration,
-    /// Oldest zone heartbeat accepted; `None`: `silence_after_s` of the thresholds
-    /// in force.
-    pub heartbeat_max_age: Option<Duration>,
 }
 
 /// What a run found: the hops, and the zones it was about.
@@ -111,20 +112,7 @@ impl E2eReport {
 
     /// The probe zone and why, and whose heartbeats were checked, in one sentence.
     pub fn zone_choice(&self) -> String {
-        let probe = match &self.scope.probe {
-            Ok(z) => format!("probes went to zone {z}: {}", self.scope.why),
-            Err(why) => why.clone(),
-        };
-        let zones: Vec<&str> = self.scope.zones.iter().map(Zone::as_str).collect();
-        format!(
-            "{probe}; heartbeats checked: {} ({})",
-            if zones.is_empty() {
-                "none".to_owned()
-            } else {
-                zones.join(", ")
-            },
-            self.scope.basis
-        )
+        self.scope.choice("checked")
     }
 }
 
@@ -234,22 +222,11 @@ async fn check(args: &E2eCheck, progress: &ProgressBar) -> E2eReport {
         .as_ref()
         .map(|l| l.prober.heartbeats())
         .unwrap_or_default();
-    let max_age = args
-        .heartbeat_max_age
-        .unwrap_or_else(|| Duration::from_secs(thresholds.silence_after_s));
-    let mut known: LastHeartbeats = stored_beats.as_ref().cloned().unwrap_or_default();
-    for (zone, t) in &broker_beats {
-        let newest = known.entry(zone.clone()).or_insert(*t);
-        *newest = (*newest).max(*t);
-    }
-    let scope = scope::choose(&Facts {
-        named: &args.zones,
-        excluded: &args.exclude,
-        configured: thresholds.zones.keys().cloned().collect(),
-        heartbeats: &known,
-        now: Utc::now(),
-        max_age,
-    });
+    let max_age = args.zones.max_age(&thresholds);
+    let stored_beats = stored_beats.unwrap_or_default();
+    let scope = args
+        .zones
+        .scope(&thresholds, &stored_beats, &broker_beats, Utc::now());
 
     match (listening.as_mut(), &scope.probe) {
         (None, _) => {
@@ -290,9 +267,9 @@ async fn check(args: &E2eCheck, progress: &ProgressBar) -> E2eReport {
             sys: Ok(at),
             ..
         }) => {
-            let at = *at;
+            let (at, wait) = (*at, timeout.min(SYS_WAIT));
             let seen = prober
-                .wait_message(at, at + timeout, |t, _| t == SYS_UPTIME_TOPIC)
+                .wait_message(at, at + wait, |t, _| t == SYS_UPTIME_TOPIC)
                 .await;
             match seen {
                 Some(m) => Check::pass(
@@ -308,9 +285,12 @@ async fn check(args: &E2eCheck, progress: &ProgressBar) -> E2eReport {
                     Cause::NotSeen,
                     Some(ms(at.elapsed())),
                     format!(
-                        "no {SYS_UPTIME_TOPIC} within {}: is sys_interval 0 in mosquitto.conf, \
-                         or may this account not read $SYS/# (operator may)?",
-                        humantime::format_duration(timeout)
+                        "no {SYS_UPTIME_TOPIC} within {} of subscribing, although Mosquitto \
+                         keeps it retained: the broker publishes no statistics (sys_interval 0 \
+                         in mosquitto.conf; the reference config has 10), or account {} may \
+                         not read $SYS/# (operator may)",
+                        humantime::format_duration(wait),
+                        prober.account()
                     ),
                 ),
             }
@@ -501,7 +481,8 @@ async fn heartbeat_hop(
         }
     };
     let took = Some(ms(started.elapsed()));
-    match scope::heartbeat_verdict(scope, &stored, broker, &args.exclude, Utc::now(), max_age) {
+    let excluded = &args.zones.exclude_zone;
+    match scope::heartbeat_verdict(scope, &stored, broker, excluded, Utc::now(), max_age) {
         Ok(detail) => Check::pass(HOP_HEARTBEATS, took, detail),
         Err((cause, detail)) => Check::failed(HOP_HEARTBEATS, cause, took, detail),
     }

@@ -12,8 +12,13 @@
 //! - `influx_age_at_api`: at that moment, `influx.age_ms` of the answer: the API's
 //!   clock minus the point's `_time` (the probe's timestamp, from our clock).
 //!
-//! Heartbeat freshness: after each probe, `now() - last(_time)` of every zone's
-//! heartbeat in InfluxDB.
+//! Heartbeat freshness: after each probe, `now() - last(_time)` of the heartbeat in
+//! InfluxDB of every zone of the scope.
+//!
+//! The zones are chosen as `arng check-e2e` chooses them ([`super::scope`]): the
+//! zones named with `--zone` (the probes go to the first), else those the thresholds
+//! configure, else those seen with a heartbeat in 24 h; the probes go to the first
+//! with a recent heartbeat; `--exclude-zone` leaves zones out.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,9 +34,10 @@ use tokio::time::Instant;
 
 use super::influx::{last_heartbeats, probe_in_influx};
 use super::prober::RETAINED_WAIT;
+use super::scope::{Scope, ZoneOptions};
 use super::{poll, ApiClient, ProbeError, Prober, POLL_EVERY};
 use crate::config::Chain;
-use crate::domain::topic::THRESHOLDS_TOPIC;
+use crate::domain::topic::{HEARTBEATS_FILTER, THRESHOLDS_TOPIC};
 use crate::domain::{AlertLevel, Zone};
 use crate::store::InfluxClient;
 use crate::supervision;
@@ -127,6 +133,8 @@ pub struct HeartbeatFreshness {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LatencyReport {
     pub zone: String,
+    /// Why that zone, and whose heartbeats were measured (check-e2e's sentence).
+    pub zone_choice: String,
     /// Probes published.
     pub samples: u64,
     /// Probes not seen on every path within --timeout.
@@ -144,8 +152,9 @@ pub struct LatencyReport {
 pub struct LatencyRun {
     /// Where the broker, InfluxDB and the API are.
     pub chain: Chain,
-    /// Zone of the probes; `None`: the first zone `GET /zones` lists.
-    pub zone: Option<Zone>,
+    /// Which zone is probed and whose heartbeats are measured, by the rule of
+    /// [`super::scope`].
+    pub zones: ZoneOptions,
     /// Probes to measure, one at a time (unless `duration` is set).
     pub samples: u32,
     /// Measure for this long instead of a number of samples.
@@ -162,24 +171,36 @@ impl LatencyRun {
     pub async fn run(&self, bar: &ProgressBar) -> Result<LatencyReport, ProbeError> {
         let api = ApiClient::new(&self.chain.api, self.timeout);
         let influx = InfluxClient::with_timeout(&self.chain.influx, self.timeout);
-        let zone = match self.zone.clone() {
-            Some(z) => z,
-            None => api
-                .zones()
-                .await?
-                .into_iter()
-                .next()
-                .ok_or(ProbeError::NoZoneToProbe)?,
-        };
         let client_id = format!("arng-latency-{}", std::process::id());
         let mut prober = Prober::connect(&self.chain.mqtt, &client_id, self.timeout).await?;
+        // Heartbeats before thresholds: the broker sends the retained messages in the
+        // order of the filters, so they are all in when the thresholds arrive.
+        let filters = vec![
+            (HEARTBEATS_FILTER.to_owned(), QoS::AtMostOnce),
+            (THRESHOLDS_TOPIC.to_owned(), QoS::AtLeastOnce),
+        ];
         prober
-            .subscribe(
-                vec![(THRESHOLDS_TOPIC.to_owned(), QoS::AtLeastOnce)],
-                Instant::now() + self.timeout,
-            )
+            .subscribe(filters, Instant::now() + self.timeout)
             .await?;
         let thresholds = prober.retained_thresholds(RETAINED_WAIT).await;
+        let stored = last_heartbeats(&influx).await;
+        let scope = self.zones.scope(
+            &thresholds,
+            stored.as_ref().unwrap_or(&Default::default()),
+            &prober.heartbeats(),
+            Utc::now(),
+        );
+        let zone = match &scope.probe {
+            Ok(z) => z.clone(),
+            Err(why) => {
+                prober.disconnect().await;
+                let influx = stored.err().map(|e| format!(" (InfluxDB: {e})"));
+                return Err(ProbeError::NoZoneToProbe(format!(
+                    "{why}{}",
+                    influx.unwrap_or_default()
+                )));
+            }
+        };
         let (temp, hum) = supervision::normal_probe_values(thresholds.for_zone(&zone));
 
         let started = Instant::now();
@@ -213,7 +234,7 @@ impl LatencyRun {
                 ));
                 break;
             }
-            heartbeat_sample(&influx, &mut m).await;
+            heartbeat_sample(&influx, &scope, &mut m).await;
             match self.duration {
                 Some(d) => bar.set_position(started.elapsed().as_secs().min(d.as_secs())),
                 None => bar.inc(1),
@@ -224,7 +245,7 @@ impl LatencyRun {
             }
         }
         prober.disconnect().await;
-        Ok(m.report(&zone))
+        Ok(m.report(&scope))
     }
 }
 
@@ -242,9 +263,14 @@ impl Measurements {
         self.paths.entry(path).or_default().record(d);
     }
 
-    fn report(&self, zone: &Zone) -> LatencyReport {
+    fn report(&self, scope: &Scope) -> LatencyReport {
         LatencyReport {
-            zone: zone.to_string(),
+            zone: scope
+                .probe
+                .as_ref()
+                .map(Zone::to_string)
+                .unwrap_or_default(),
+            zone_choice: scope.choice("measured"),
             samples: self.samples,
             lost: self.lost,
             paths: PATHS
@@ -370,13 +396,13 @@ async fn watch_rest(api: &ApiClient, zone: &Zone, seq: u64, deadline: Instant) -
     seen
 }
 
-/// Records `now() - last(_time)` of every zone's heartbeat.
-async fn heartbeat_sample(influx: &InfluxClient, m: &mut Measurements) {
+/// Records `now() - last(_time)` of the heartbeat of every zone of the scope.
+async fn heartbeat_sample(influx: &InfluxClient, scope: &Scope, m: &mut Measurements) {
     let Ok(last) = last_heartbeats(influx).await else {
         return;
     };
     let now = Utc::now();
-    for (zone, t) in last {
+    for (zone, t) in last.into_iter().filter(|(z, _)| scope.zones.contains(z)) {
         let age_ms = (now - t).num_milliseconds().max(0) as f64;
         let entry = m.heartbeats.entry(zone.to_string()).or_default();
         entry.0.record_ms(age_ms);
@@ -444,6 +470,7 @@ pub fn render_table(r: &LatencyReport) -> String {
     } else {
         out.push_str(&format!("\n{}", h.build().with(Style::rounded())));
     }
+    out.push_str(&format!("\n{}", r.zone_choice));
     out
 }
 
@@ -487,7 +514,20 @@ mod tests {
             ..Measurements::default()
         };
         m.record("broker_ack", Duration::from_millis(2));
-        let r = m.report(&Zone::new("nord").unwrap());
+        let nord = Zone::new("nord").unwrap();
+        let scope = Scope {
+            basis: crate::probe::scope::Basis::Named,
+            zones: vec![nord.clone()],
+            probe: Ok(nord),
+            why: "named with --zone".into(),
+        };
+        let r = m.report(&scope);
+        assert_eq!(r.zone, "nord");
+        assert!(
+            r.zone_choice.contains("heartbeats measured: nord"),
+            "{}",
+            r.zone_choice
+        );
         assert_eq!(r.paths.len(), PATHS.len());
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["paths"]["broker_ack"]["samples"], 1);

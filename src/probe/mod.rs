@@ -75,8 +75,9 @@ pub enum ProbeError {
     NotAnArngApi,
     #[error("GET /zones: not a JSON list")]
     ZonesNotAList,
-    #[error("GET /zones lists no zone to probe yet: pass --zone")]
-    NoZoneToProbe,
+    /// The zone rule ([`scope`]) found no zone to probe; why, in words.
+    #[error("{0}")]
+    NoZoneToProbe(String),
     #[error(transparent)]
     Influx(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -162,7 +163,7 @@ impl Failure for ProbeError {
             ProbeError::Refused { code: 0x87, .. } => Cause::Auth,
             ProbeError::Refused { .. } => Cause::Rejected,
             ProbeError::ZonesNotAList
-            | ProbeError::NoZoneToProbe
+            | ProbeError::NoZoneToProbe(_)
             | ProbeError::MqttClient(_)
             | ProbeError::BrokerLost(_) => Cause::Other,
         }

@@ -8,9 +8,10 @@
 //! with the broker's reason instead of passing for acknowledged (MQTT 3.1.1) or
 //! waiting for something downstream that will never come.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rumqttc::QoS;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -20,7 +21,7 @@ use super::scope::LastHeartbeats;
 use super::ProbeError;
 use crate::config::MqttArgs;
 use crate::domain::topic::{Topic, THRESHOLDS_TOPIC};
-use crate::domain::{AlertLevel, Heartbeat, Reading, SensorId, Thresholds, Zone};
+use crate::domain::{AlertLevel, Heartbeat, Reading, SensorClock, SensorId, Thresholds, Zone};
 use crate::mqtt::dual::{self, Client, Event, Protocol, Setup};
 use crate::mqtt::v5::Refusal;
 use crate::mqtt::MqttError;
@@ -29,6 +30,18 @@ use crate::supervision::{self, PROBE_SENSOR};
 /// How long to wait for the retained thresholds after subscribing (none retained
 /// means ingest applies the defaults).
 pub const RETAINED_WAIT: Duration = Duration::from_millis(500);
+
+/// The most messages kept aside (the oldest go first): a long `arng latency` run
+/// keeps receiving heartbeats, and memory stays bounded whatever its duration.
+pub const KEPT_MESSAGES: usize = 1024;
+
+/// Keeps `m`, dropping the oldest message once [`KEPT_MESSAGES`] are kept.
+fn keep(received: &mut VecDeque<Received>, m: Received) {
+    if received.len() >= KEPT_MESSAGES {
+        received.pop_front();
+    }
+    received.push_back(m);
+}
 
 /// A message the prober received.
 #[derive(Debug, Clone)]
@@ -56,10 +69,12 @@ pub struct Prober {
     account: String,
     events: mpsc::UnboundedReceiver<ProbeEvent>,
     pump: tokio::task::JoinHandle<()>,
-    received: Vec<Received>,
+    /// The last [`KEPT_MESSAGES`] messages received, oldest first.
+    received: VecDeque<Received>,
     sensor: SensorId,
     next_seq: u64,
-    last_ms: i64,
+    /// The probes' timestamps: each in a millisecond of its own.
+    clock: SensorClock,
     down: Option<String>,
 }
 
@@ -110,11 +125,11 @@ impl Prober {
             account: args.username.clone().unwrap_or_else(|| "(none)".to_owned()),
             events,
             pump,
-            received: Vec::new(),
+            received: VecDeque::new(),
             sensor: SensorId::new(PROBE_SENSOR).expect("the probe sensor name is valid"),
             // Unique across runs (microseconds) and increasing, like a sensor counter.
             next_seq: micros,
-            last_ms: 0,
+            clock: SensorClock::default(),
             down: None,
         })
     }
@@ -122,15 +137,13 @@ impl Prober {
     /// A new probe reading of `zone`: the next `seq`, a timestamp in a millisecond of
     /// its own (two probes never share a point in InfluxDB).
     pub fn reading(&mut self, zone: &Zone, temp: f64, hum: f64, level: AlertLevel) -> Reading {
-        let ms = Utc::now().timestamp_millis().max(self.last_ms + 1);
-        self.last_ms = ms;
         let seq = self.next_seq;
         self.next_seq += 1;
         Reading {
             zone: zone.clone(),
             sensor: self.sensor.clone(),
             seq: Some(seq),
-            timestamp: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            timestamp: self.clock.stamp_ahead(Utc::now()),
             temp,
             hum: supervision::clamp_hum(hum),
             alert_level: level,
@@ -146,7 +159,7 @@ impl Prober {
         }
         match tokio::time::timeout_at(deadline, self.events.recv()).await {
             Ok(Some(ProbeEvent::Message(m))) => {
-                self.received.push(m.clone());
+                keep(&mut self.received, m.clone());
                 Some(ProbeEvent::Message(m))
             }
             Ok(Some(ProbeEvent::Down(e))) => {
@@ -164,6 +177,11 @@ impl Prober {
 
     fn lost(&self) -> ProbeError {
         ProbeError::BrokerLost(self.down.as_deref().unwrap_or("closed").to_owned())
+    }
+
+    /// The broker account this prober connected as (`(none)` without one).
+    pub fn account(&self) -> &str {
+        &self.account
     }
 
     /// Subscribes to `filters` in one request; which ones the broker granted.
@@ -283,6 +301,32 @@ impl Prober {
             .is_err()
         {
             pump.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_messages_are_bounded_and_the_newest() {
+        for n in [KEPT_MESSAGES / 2, KEPT_MESSAGES * 3] {
+            let mut kept = VecDeque::new();
+            for i in 0..n {
+                let m = Received {
+                    at: Instant::now(),
+                    topic: format!("t/{i}"),
+                    payload: Vec::new(),
+                };
+                keep(&mut kept, m);
+            }
+            assert_eq!(kept.len(), n.min(KEPT_MESSAGES));
+            assert_eq!(kept.back().unwrap().topic, format!("t/{}", n - 1));
+            assert_eq!(
+                kept.front().unwrap().topic,
+                format!("t/{}", n - n.min(KEPT_MESSAGES))
+            );
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Which zones `arng check-e2e` is about: where its probes go and whose heartbeats
-//! its `heartbeats` hop checks. Pure: the facts gathered (zones named, configured,
-//! seen with their last heartbeat) in, a [`Scope`] and verdicts out.
+//! Which zones `arng check-e2e` and `arng latency` are about: where their probes go,
+//! whose heartbeats check-e2e's `heartbeats` hop checks and latency measures. Pure:
+//! the options ([`ZoneOptions`], the same flags for both commands) and the facts
+//! gathered (zones configured, seen with their last heartbeat) in, a [`Scope`] and
+//! verdicts out.
 //!
 //! The rule, documented in docs/supervision.md ("Which zones"):
 //! 1. the zones named with `--zone` (asked for: probed even without a heartbeat);
@@ -20,8 +22,84 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::Zone;
+use crate::config::parse_zone;
+use crate::domain::{Thresholds, Zone};
 use crate::report::Cause;
+use crate::units::parse_positive_duration;
+
+/// The options that choose the zones, the same for `check-e2e` and `latency` (and
+/// the same variables: `ARNG_PROBE_ZONE` is a list for both).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ZoneOptions {
+    /// Zones to probe and watch, comma-separated or repeated: the probes go to the
+    /// first, and heartbeats are checked (check-e2e) or measured (latency) for exactly
+    /// these [default: the zones configured in the thresholds, else every zone with a
+    /// heartbeat in 24 h; the probes then go to the first of them with a recent
+    /// heartbeat (docs/supervision.md)].
+    #[arg(long, env = "ARNG_PROBE_ZONE", value_delimiter = ',', value_parser = parse_zone,
+          value_name = "ZONE")]
+    pub zone: Vec<Zone>,
+
+    /// Zones to leave out, comma-separated or repeated (e.g. a leftover test zone):
+    /// never probed, their heartbeats neither checked nor measured.
+    #[arg(long, env = "ARNG_EXCLUDE_ZONES", value_delimiter = ',', value_parser = parse_zone,
+          value_name = "ZONE")]
+    pub exclude_zone: Vec<Zone>,
+
+    /// Oldest zone heartbeat that counts as recent (a zone without one is not probed
+    /// unless named; check-e2e's heartbeat hop fails for it) [default: silence_after_s
+    /// of the thresholds in force, 90 s unless changed].
+    #[arg(long, env = "ARNG_HEARTBEAT_MAX_AGE", value_parser = parse_positive_duration,
+          value_name = "DURATION")]
+    pub heartbeat_max_age: Option<Duration>,
+}
+
+/// A zone both named and excluded: a usage mistake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("zone {0} is both in --zone and in --exclude-zone")]
+pub struct NamedAndExcluded(pub Zone);
+
+impl ZoneOptions {
+    /// Refuses a zone both named and excluded.
+    pub fn check(&self) -> Result<(), NamedAndExcluded> {
+        match self.zone.iter().find(|z| self.exclude_zone.contains(z)) {
+            Some(z) => Err(NamedAndExcluded(z.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The heartbeat age limit: `--heartbeat-max-age`, else the thresholds'
+    /// `silence_after_s`.
+    pub fn max_age(&self, thresholds: &Thresholds) -> Duration {
+        self.heartbeat_max_age
+            .unwrap_or_else(|| Duration::from_secs(thresholds.silence_after_s))
+    }
+
+    /// The scope of a run with these options, from what it found: the thresholds in
+    /// force (their zones), and each zone's last heartbeat in InfluxDB (`stored`) and
+    /// on the broker (its retained one), whichever is newer.
+    pub fn scope(
+        &self,
+        thresholds: &Thresholds,
+        stored: &LastHeartbeats,
+        broker: &LastHeartbeats,
+        now: DateTime<Utc>,
+    ) -> Scope {
+        let mut heartbeats = stored.clone();
+        for (zone, t) in broker {
+            let newest = heartbeats.entry(zone.clone()).or_insert(*t);
+            *newest = (*newest).max(*t);
+        }
+        choose(&Facts {
+            named: &self.zone,
+            excluded: &self.exclude_zone,
+            configured: thresholds.zones.keys().cloned().collect(),
+            heartbeats: &heartbeats,
+            now,
+            max_age: self.max_age(thresholds),
+        })
+    }
+}
 
 /// Each zone's newest heartbeat, whichever source saw it.
 pub type LastHeartbeats = BTreeMap<Zone, DateTime<Utc>>;
@@ -57,12 +135,31 @@ pub struct Facts<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scope {
     pub basis: Basis,
-    /// Whose heartbeats the `heartbeats` hop checks, in order.
+    /// Whose heartbeats check-e2e's `heartbeats` hop checks and latency measures, in
+    /// order.
     pub zones: Vec<Zone>,
     /// Where the probes go, or why nowhere.
     pub probe: Result<Zone, String>,
     /// How the probe zone was chosen, in words (empty without a probe zone).
     pub why: String,
+}
+
+impl Scope {
+    /// The probe zone and why, and the zones whose heartbeats were `watched`
+    /// ("checked", "measured"), in one sentence.
+    pub fn choice(&self, watched: &str) -> String {
+        let probe = match &self.probe {
+            Ok(z) => format!("probes went to zone {z}: {}", self.why),
+            Err(why) => why.clone(),
+        };
+        let zones: Vec<&str> = self.zones.iter().map(Zone::as_str).collect();
+        let zones = if zones.is_empty() {
+            "none".to_owned()
+        } else {
+            zones.join(", ")
+        };
+        format!("{probe}; heartbeats {watched}: {zones} ({})", self.basis)
+    }
 }
 
 impl fmt::Display for Basis {
@@ -324,5 +421,111 @@ mod tests {
         let (_, why) = heartbeat_verdict(&s, &empty, &broker, &[], now(), Duration::from_secs(90))
             .unwrap_err();
         assert!(why.contains("retained one is 3.0 s old"), "{why}");
+    }
+
+    #[test]
+    fn zone_options_refuse_a_zone_both_named_and_excluded() {
+        let opts = ZoneOptions {
+            zone: vec![z("nord"), z("sud")],
+            exclude_zone: vec![z("sud")],
+            heartbeat_max_age: None,
+        };
+        assert_eq!(opts.check(), Err(NamedAndExcluded(z("sud"))));
+        assert_eq!(
+            opts.check().unwrap_err().to_string(),
+            "zone sud is both in --zone and in --exclude-zone"
+        );
+        let opts = ZoneOptions {
+            exclude_zone: vec![z("est")],
+            ..opts
+        };
+        assert_eq!(opts.check(), Ok(()));
+    }
+
+    #[test]
+    fn zone_options_take_the_newest_heartbeat_of_either_source() {
+        let thresholds = Thresholds {
+            silence_after_s: 60,
+            ..Thresholds::default()
+        };
+        let mut opts = ZoneOptions::default();
+        assert_eq!(opts.max_age(&thresholds), Duration::from_secs(60));
+        // nord: stale in InfluxDB but fresh on the broker (ingest lags); sud: stale
+        // everywhere. The probes go to nord.
+        let stored = beats(&[("nord", 600), ("sud", 600)]);
+        let broker = beats(&[("nord", 5), ("sud", 300)]);
+        let s = opts.scope(&thresholds, &stored, &broker, now());
+        assert_eq!((s.basis, s.probe.clone()), (Basis::Seen, Ok(z("nord"))));
+        assert!(s.why.contains("younger than 1m"), "{}", s.why);
+        // A wider limit makes sud recent too; excluding nord sends the probes there.
+        opts.heartbeat_max_age = Some(Duration::from_secs(400));
+        opts.exclude_zone = vec![z("nord")];
+        let s = opts.scope(&thresholds, &stored, &broker, now());
+        assert_eq!(
+            (s.zones.clone(), s.probe.clone()),
+            (vec![z("sud")], Ok(z("sud")))
+        );
+        // Zones of the thresholds come before the zones seen.
+        let configured = Thresholds {
+            zones: [(z("est"), thresholds.default)].into(),
+            ..thresholds
+        };
+        let s = ZoneOptions::default().scope(&configured, &stored, &beats(&[("est", 1)]), now());
+        assert_eq!((s.basis, s.probe), (Basis::Configured, Ok(z("est"))));
+    }
+
+    #[test]
+    fn the_choice_names_the_zone_why_and_the_zones_watched() {
+        let s = Scope {
+            basis: Basis::Named,
+            zones: vec![z("sud"), z("nord")],
+            probe: Ok(z("sud")),
+            why: "named with --zone".into(),
+        };
+        assert_eq!(
+            s.choice("measured"),
+            format!(
+                "probes went to zone sud: named with --zone; heartbeats measured: sud, nord ({})",
+                Basis::Named
+            )
+        );
+        let none = Scope {
+            basis: Basis::Seen,
+            zones: vec![],
+            probe: Err("no zone has a recent heartbeat: pass --zone".into()),
+            why: String::new(),
+        };
+        assert_eq!(
+            none.choice("checked"),
+            format!(
+                "no zone has a recent heartbeat: pass --zone; heartbeats checked: none ({})",
+                Basis::Seen
+            )
+        );
+    }
+
+    #[test]
+    fn zone_lists_are_comma_separated_or_repeated() {
+        let opts: ZoneOptions = crate::cmd::parse_args(&[
+            "--zone",
+            "nord,sud",
+            "--exclude-zone",
+            "a",
+            "--exclude-zone",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(opts.zone, [z("nord"), z("sud")]);
+        assert_eq!(opts.exclude_zone, [z("a"), z("b")]);
+        for bad in [
+            &["--exclude-zone", "A"][..],
+            &["--zone", "nord,"],
+            &["--heartbeat-max-age", "0s"],
+        ] {
+            assert!(
+                crate::cmd::parse_args::<ZoneOptions>(bad).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

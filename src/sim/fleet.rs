@@ -21,7 +21,7 @@ use super::plan::{sensor_name, LinkPlan, Plan};
 use crate::domain::alert::{Alert, AlertKind, AlertSource, AlertState};
 use crate::domain::payload::{AlertLevel, Heartbeat, Reading};
 use crate::domain::thresholds::{Metric, Thresholds, ZoneThresholds};
-use crate::domain::{SensorId, Topic, Zone};
+use crate::domain::{SensorClock, SensorId, Topic, Zone};
 use crate::mqtt::dual::ClientError;
 
 #[derive(Default)]
@@ -80,6 +80,8 @@ pub(crate) struct SimSensor {
     /// Per metric ([`Metric::ALL`] order): level and the open alert (id, threshold).
     pub(crate) metric_levels: [AlertLevel; 2],
     pub(crate) open_alerts: [Option<(String, Option<f64>)>; 2],
+    /// Its timestamps: one millisecond each, strictly increasing.
+    pub(crate) clock: SensorClock,
 }
 
 pub(crate) struct Generator {
@@ -125,6 +127,7 @@ impl Generator {
                     level: AlertLevel::Normal,
                     metric_levels: [AlertLevel::Normal; 2],
                     open_alerts: [None, None],
+                    clock: SensorClock::default(),
                 }
             })
             .collect();
@@ -233,6 +236,14 @@ impl Generator {
                 stats.dropped.fetch_add(1, Relaxed);
             }
             Sample::Value { temp, hum } => {
+                // Never two readings of a sensor in one millisecond (they would be
+                // one point in InfluxDB): at --rate max, wait for the next one.
+                let now = loop {
+                    match sensor.clock.stamp(Utc::now()) {
+                        Ok(t) => break t,
+                        Err(wait) => tokio::time::sleep(wait).await,
+                    }
+                };
                 let level = shared.thresholds.level(&sensor.zone, temp, hum);
                 let reading = Reading {
                     zone: sensor.zone.clone(),

@@ -72,7 +72,19 @@ pub enum PlanError {
     ClientId(String),
     #[error("--client-id: {{zone}} needs per-zone accounts ({{zone}} in --mqtt-username)")]
     ZoneClientIdWithoutZoneAccounts,
+    /// A sensor would publish more than once a millisecond: InfluxDB stores a
+    /// sensor's readings one per millisecond, so some would overwrite others.
+    #[error("{option}: each sensor would publish every {every_us} µs, more often than once a millisecond (InfluxDB keeps one point per sensor and millisecond): {fix}")]
+    TooFast {
+        option: &'static str,
+        every_us: u128,
+        fix: &'static str,
+    },
 }
+
+/// The shortest time between two readings of one sensor: their timestamps are
+/// stored in milliseconds ([`crate::domain::SensorClock`]).
+pub const MIN_SENSOR_INTERVAL: Duration = Duration::from_millis(1);
 
 /// `--rate`: readings per second across the fleet, or unthrottled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -165,6 +177,21 @@ impl Plan {
             }
             Some(Rate::Max) => (args.interval, false),
         };
+        if paced && interval < MIN_SENSOR_INTERVAL {
+            return Err(PlanError::TooFast {
+                option: if args.rate.is_some() {
+                    "--rate"
+                } else {
+                    "--interval"
+                },
+                every_us: interval.as_micros(),
+                fix: if args.rate.is_some() {
+                    "lower the rate or add sensors (at most 1000 readings/s per sensor)"
+                } else {
+                    "an interval of 1ms or more"
+                },
+            });
+        }
         let (per_sensor, wall_limit) = match (args.count, args.duration) {
             (Some(n), _) => (Some(n), None),
             (None, Some(d)) if paced => {

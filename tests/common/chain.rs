@@ -146,6 +146,22 @@ impl IngestProc {
             .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
+    /// The process id of the running ingest.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("ingest is not running").id()
+    }
+
+    /// Peak resident memory of the running ingest (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("cannot read /proc/<ingest>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("no VmHWM in /proc/<ingest>/status")
+    }
+
     /// SIGKILL: no flush, no acknowledgement, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -199,7 +215,18 @@ impl Drop for IngestProc {
 /// Publishes every (topic, payload) as `user` at `qos` and returns once the broker has
 /// acknowledged them all (QoS 1/2) or they are written (QoS 0).
 pub async fn publish_all(broker: &Mosquitto, user: &str, messages: &[(String, String)], qos: QoS) {
-    publish_all_with(broker, user, messages, qos, false).await
+    publish_with(broker, user, messages, qos, false, 200).await
+}
+
+/// [`publish_all`] with `inflight` unacknowledged publishes at most (more is faster).
+pub async fn publish_fast(
+    broker: &Mosquitto,
+    user: &str,
+    messages: &[(String, String)],
+    qos: QoS,
+    inflight: u16,
+) {
+    publish_with(broker, user, messages, qos, false, inflight).await
 }
 
 /// [`publish_all`], the messages retained by the broker when `retain` (as the
@@ -211,6 +238,19 @@ pub async fn publish_all_with(
     qos: QoS,
     retain: bool,
 ) {
+    publish_with(broker, user, messages, qos, retain, 200).await
+}
+
+/// Publishes `messages` retained when `retain`, with `inflight` unacknowledged
+/// publishes at most, and 60 s plus 1 s per 5,000 messages to finish.
+async fn publish_with(
+    broker: &Mosquitto,
+    user: &str,
+    messages: &[(String, String)],
+    qos: QoS,
+    retain: bool,
+    inflight: u16,
+) {
     let (u, p) = account(user);
     let mut opts = MqttOptions::new(
         format!("test-pub-{}", super::free_port()),
@@ -219,7 +259,7 @@ pub async fn publish_all_with(
     );
     opts.set_credentials(u, p);
     opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_inflight(200);
+    opts.set_inflight(inflight);
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let total = messages.len();
     let msgs = messages.to_vec();
@@ -230,10 +270,11 @@ pub async fn publish_all_with(
         client
     });
     let mut acked = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let budget = Duration::from_secs(60 + total as u64 / 5_000);
+    let deadline = tokio::time::Instant::now() + budget;
     while acked < total || (qos == QoS::AtMostOnce && !publisher.is_finished()) {
         let ev = match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-            Err(_) => panic!("publisher: only {acked}/{total} acknowledged after 60 s"),
+            Err(_) => panic!("publisher: only {acked}/{total} acknowledged after {budget:?}"),
             Ok(polled) => polled.expect("publisher connection failed"),
         };
         match ev {

@@ -60,14 +60,22 @@ impl Mosquitto {
 
     /// Starts `mosquitto-conf/<conf_name>` (e.g. `"qos1.conf"`) on a free port.
     pub fn start_with(conf_name: &str) -> Self {
-        Self::start_listeners(conf_name, 1, false, None)
+        Self::start_listeners(conf_name, 1, false, None, &[])
+    }
+
+    /// Like [`Mosquitto::start_with`], with some settings of the rendered copy
+    /// changed (`("max_queued_messages", "0")`): each replaces the line that sets that
+    /// option, which must exist, so a test cannot set an option the config lacks
+    /// without saying so.
+    pub fn start_with_settings(conf_name: &str, settings: &[(&str, &str)]) -> Self {
+        Self::start_listeners(conf_name, 1, false, None, settings)
     }
 
     /// Starts `mosquitto-conf/tls.conf`: plain, TLS and mutual-TLS listeners on free
     /// ports, with a CA, server and client certificates made by
     /// `scripts/gen-certs.sh` in `<temp dir>/certs` (see [`Mosquitto::cert`]).
     pub fn start_tls() -> Self {
-        Self::start_listeners("tls.conf", 3, true, None)
+        Self::start_listeners("tls.conf", 3, true, None, &[])
     }
 
     /// Starts a site broker from `conf` (`"bridge.conf"`, or the absolute path of a
@@ -80,7 +88,7 @@ impl Mosquitto {
             address: central.to_owned(),
             certs: certs.map(Path::to_path_buf),
         };
-        Self::start_listeners(conf, 1, false, Some(bridge))
+        Self::start_listeners(conf, 1, false, Some(bridge), &[])
     }
 
     fn start_listeners(
@@ -88,6 +96,7 @@ impl Mosquitto {
         listeners: usize,
         tls: bool,
         bridge: Option<Bridge>,
+        settings: &[(&str, &str)],
     ) -> Self {
         let binary = mosquitto_binary();
         let dir = tempfile::Builder::new()
@@ -109,6 +118,7 @@ impl Mosquitto {
         for _ in 0..PORT_ATTEMPTS {
             let ports: Vec<u16> = (0..listeners).map(|_| super::free_port()).collect();
             render(conf_name, dir.path(), &ports, certs.as_deref(), &env);
+            change_settings(&dir.path().join("mosquitto.conf"), settings);
             match launch(&binary, dir.path(), ports[0]) {
                 Ok(child) => {
                     return Mosquitto {
@@ -326,6 +336,23 @@ fn render(conf_name: &str, dir: &Path, ports: &[u16], certs: Option<&Path>, env:
     ];
     args.extend(certs.map(Path::as_os_str));
     run_script_with("scripts/broker-config.sh", &args, "", env);
+}
+
+/// Replaces, in a rendered config, the line of each option in `settings`.
+fn change_settings(conf: &Path, settings: &[(&str, &str)]) {
+    if settings.is_empty() {
+        return;
+    }
+    let text = fs::read_to_string(conf).expect("cannot read the rendered mosquitto.conf");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    for (key, value) in settings {
+        let line = lines
+            .iter_mut()
+            .find(|l| l.split_whitespace().next() == Some(*key))
+            .unwrap_or_else(|| panic!("{} has no `{key}` line to change", conf.display()));
+        *line = format!("{key} {value}");
+    }
+    fs::write(conf, lines.join("\n") + "\n").expect("cannot write the rendered mosquitto.conf");
 }
 
 /// Runs a bash script of the repository; panics with its output (and `hint`) if it

@@ -7,39 +7,31 @@ use super::{s, Expect, MqttSeen};
 use crate::domain::topic::{filter_matches, READINGS_FILTER};
 use crate::lab::ids::*;
 use crate::lab::observed::{Anonymous, RoundTrip, Sample, Seen};
-use crate::lab::{Item, Lang, Status};
+use crate::lab::{Item, Judge, Lang, Status};
 use crate::tr;
 
 pub(crate) fn auth(anonymous: &Seen<Anonymous>, lang: Lang) -> Item {
+    let judge = Judge::new(BROKER_AUTH, lang);
     match anonymous {
-        Ok(Anonymous::Refused(why)) => Item::new(
-            BROKER_AUTH,
+        Ok(Anonymous::Refused(why)) => judge.pass(tr!(
             lang,
-            Status::Pass,
-            tr!(
-                lang,
-                "connexion anonyme refusée : {why}",
-                "anonymous connection refused: {why}"
-            ),
-        ),
-        Ok(Anonymous::Accepted) => Item::new(
-            BROKER_AUTH,
+            "connexion anonyme refusée : {why}",
+            "anonymous connection refused: {why}"
+        )),
+        Ok(Anonymous::Accepted) => judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "le broker accepte un client anonyme (allow_anonymous true ?)",
-                "the broker accepts an anonymous client (allow_anonymous true?)"
-            ),
-        ),
-        Err(gap) => Item::from_gap(BROKER_AUTH, lang, gap),
+            "le broker accepte un client anonyme (allow_anonymous true ?)",
+            "the broker accepts an anonymous client (allow_anonymous true?)"
+        )),
+        Err(gap) => judge.gap(gap),
     }
 }
 
 pub(crate) fn round_trip(rt: &Seen<RoundTrip>, lang: Lang) -> Item {
+    let judge = Judge::new(BROKER_ROUND_TRIP, lang);
     let rt = match rt {
         Ok(rt) => rt,
-        Err(gap) => return Item::from_gap(BROKER_ROUND_TRIP, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     let (topic, acked) = (&rt.topic, rt.acked_ms);
     let evidence = vec![tr!(
@@ -49,30 +41,20 @@ pub(crate) fn round_trip(rt: &Seen<RoundTrip>, lang: Lang) -> Item {
         rt.payload
     )];
     match rt.back_ms {
-        Some(back) => Item::new(
-            BROKER_ROUND_TRIP,
+        Some(back) => judge.pass(tr!(
             lang,
-            Status::Pass,
-            tr!(
-                lang,
-                "sonde publiée sur {topic} (PUBACK en {acked:.0} ms), reçue en retour en {back:.0} ms",
-                "probe published on {topic} (PUBACK in {acked:.0} ms), received back in {back:.0} ms"
-            ),
-        ),
-        None => Item::new(
-            BROKER_ROUND_TRIP,
+            "sonde publiée sur {topic} (PUBACK en {acked:.0} ms), reçue en retour en {back:.0} ms",
+            "probe published on {topic} (PUBACK in {acked:.0} ms), received back in {back:.0} ms"
+        )),
+        None => judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "sonde acquittée (PUBACK en {acked:.0} ms) mais jamais reçue en retour sur {topic} : \
+            "sonde acquittée (PUBACK en {acked:.0} ms) mais jamais reçue en retour sur {topic} : \
                  ce compte peut-il y publier et s'y abonner ? (Mosquitto ignore sans erreur une \
                  publication interdite par l'ACL)",
-                "probe acknowledged (PUBACK in {acked:.0} ms) but never received back on {topic}: \
+            "probe acknowledged (PUBACK in {acked:.0} ms) but never received back on {topic}: \
                  may this account publish and subscribe there? (Mosquitto silently drops a \
                  publish its ACL denies)"
-            ),
-        ),
+        )),
     }
     .with(evidence)
 }
@@ -101,25 +83,21 @@ fn sample_evidence(sample: &Sample, topics: &BTreeSet<String>, lang: Lang) -> Ve
 
 /// The sample of `seen`, or the item that says why there is none: no connection,
 /// or a subscription the broker refused this account (not the team's failure).
-fn granted<'a>(seen: &'a Seen<Sample>, id: &'static str, lang: Lang) -> Result<&'a Sample, Item> {
-    let sample = seen.as_ref().map_err(|gap| Item::from_gap(id, lang, gap))?;
+fn granted(seen: &Seen<Sample>, judge: Judge, lang: Lang) -> Result<&Sample, Item> {
+    let sample = seen.as_ref().map_err(|gap| judge.gap(gap))?;
     match sample.granted.iter().find(|(_, q)| q.is_none()) {
         None => Ok(sample),
-        Some((f, _)) => Err(Item::new(
-            id,
+        Some((f, _)) => Err(judge.not_checked(tr!(
             lang,
-            Status::NotChecked,
-            tr!(
-                lang,
-                "le broker refuse l'abonnement à {f} pour ce compte",
-                "the broker refuses this account's subscription to {f}"
-            ),
-        )),
+            "le broker refuse l'abonnement à {f} pour ce compte",
+            "the broker refuses this account's subscription to {f}"
+        ))),
     }
 }
 
 pub(crate) fn plus(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
-    let sample = match granted(&seen.plus, BROKER_PLUS, lang) {
+    let judge = Judge::new(BROKER_PLUS, lang);
+    let sample = match granted(&seen.plus, judge, lang) {
         Ok(s) => s,
         Err(item) => return item,
     };
@@ -132,17 +110,12 @@ pub(crate) fn plus(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
     let n = sample.messages;
     let w = s(expect.window);
     if !outside.is_empty() {
-        return Item::new(
-            BROKER_PLUS,
+        return judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "{READINGS_FILTER} a livré des topics qu'il ne couvre pas : {}",
-                "{READINGS_FILTER} delivered topics it does not match: {}",
-                some(&outside, 5)
-            ),
-        );
+            "{READINGS_FILTER} a livré des topics qu'il ne couvre pas : {}",
+            "{READINGS_FILTER} delivered topics it does not match: {}",
+            some(&outside, 5)
+        ));
     }
     if n == 0 {
         let any = seen
@@ -168,7 +141,7 @@ pub(crate) fn plus(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
                 ),
             )
         };
-        return Item::new(BROKER_PLUS, lang, status, why);
+        return judge.verdict(status, why);
     }
     let k = topics.len();
     let mut evidence = sample_evidence(sample, &topics, lang);
@@ -188,21 +161,18 @@ pub(crate) fn plus(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
             ));
         }
     }
-    Item::new(
-        BROKER_PLUS,
-        lang,
-        Status::Pass,
-        tr!(
+    judge
+        .pass(tr!(
             lang,
             "{READINGS_FILTER} : {n} messages sur {k} topics, un niveau par +",
             "{READINGS_FILTER}: {n} messages on {k} topics, one level per +"
-        ),
-    )
-    .with(evidence)
+        ))
+        .with(evidence)
 }
 
 pub(crate) fn hash(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
-    let sample = match granted(&seen.hash, BROKER_HASH, lang) {
+    let judge = Judge::new(BROKER_HASH, lang);
+    let sample = match granted(&seen.hash, judge, lang) {
         Ok(s) => s,
         Err(item) => return item,
     };
@@ -219,39 +189,33 @@ pub(crate) fn hash(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
     let deep = sample.depths.keys().any(|d| *d >= 3);
     if n == 0 || !deep {
         let w = s(expect.window);
-        return Item::new(
-            BROKER_HASH,
+        // Nothing seen is the team's failure only if the probe's own reading came back.
+        let status = if seen.round_trip.is_ok() {
+            Status::Fail
+        } else {
+            Status::NotChecked
+        };
+        let why = tr!(
             lang,
-            if seen.round_trip.is_ok() {
-                Status::Fail
-            } else {
-                Status::NotChecked
-            },
-            tr!(
-                lang,
-                "entrepot/# n'a rien livré sous entrepot/x/ en {w} ({n} messages)",
-                "entrepot/# delivered nothing under entrepot/x/ in {w} ({n} messages)"
-            ),
-        )
-        .with(evidence);
+            "entrepot/# n'a rien livré sous entrepot/x/ en {w} ({n} messages)",
+            "entrepot/# delivered nothing under entrepot/x/ in {w} ({n} messages)"
+        );
+        return judge.verdict(status, why).with(evidence);
     }
-    Item::new(
-        BROKER_HASH,
-        lang,
-        Status::Pass,
-        tr!(
+    judge
+        .pass(tr!(
             lang,
             "entrepot/# : {n} messages sur {k} topics ({depths})",
             "entrepot/#: {n} messages on {k} topics ({depths})"
-        ),
-    )
-    .with(evidence)
+        ))
+        .with(evidence)
 }
 
 pub(crate) fn zones(hash: &Seen<Sample>, expect: &Expect, lang: Lang) -> Item {
+    let judge = Judge::new(BROKER_ZONES, lang);
     let sample = match hash {
         Ok(s) => s,
-        Err(gap) => return Item::from_gap(BROKER_ZONES, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     let mut per_zone: BTreeMap<&str, (usize, BTreeSet<&str>, BTreeSet<u8>)> = BTreeMap::new();
     for r in &sample.readings {
@@ -297,24 +261,18 @@ pub(crate) fn zones(hash: &Seen<Sample>, expect: &Expect, lang: Lang) -> Item {
     let w = s(expect.window);
     let all = expect.zones.join(", ");
     if silent.is_empty() {
-        Item::new(
-            BROKER_ZONES,
+        judge.pass(tr!(
             lang,
-            Status::Pass,
-            tr!(lang, "{all} publient (en {w})", "{all} publish (in {w})"),
-        )
+            "{all} publient (en {w})",
+            "{all} publish (in {w})"
+        ))
     } else {
-        Item::new(
-            BROKER_ZONES,
+        judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "aucune mesure de {} en {w} sur entrepot/<zone>/<capteur>/v1",
-                "no reading from {} in {w} on entrepot/<zone>/<capteur>/v1",
-                silent.join(", ")
-            ),
-        )
+            "aucune mesure de {} en {w} sur entrepot/<zone>/<capteur>/v1",
+            "no reading from {} in {w} on entrepot/<zone>/<capteur>/v1",
+            silent.join(", ")
+        ))
     }
     .with(evidence)
 }

@@ -7,13 +7,14 @@ use std::time::Duration;
 use super::{s, Expect, MqttSeen, PerZone};
 use crate::lab::ids::*;
 use crate::lab::observed::{Sample, Seen};
-use crate::lab::{Item, Lang, Status};
+use crate::lab::{Item, Judge, Lang, Status};
 use crate::tr;
 
 pub(crate) fn retained(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
+    let judge = Judge::new(HEARTBEAT_RETAINED, lang);
     let (hash, snapshot) = match (&seen.hash, &seen.retained) {
         (Ok(h), Ok(r)) => (h, r),
-        (Err(gap), _) | (_, Err(gap)) => return Item::from_gap(HEARTBEAT_RETAINED, lang, gap),
+        (Err(gap), _) | (_, Err(gap)) => return judge.gap(gap),
     };
     let mut per = PerZone::default();
     for zone in &expect.zones {
@@ -72,7 +73,7 @@ pub(crate) fn retained(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
         };
         per.push(zone, status, line);
     }
-    per.item(HEARTBEAT_RETAINED, lang, |status, zones| match status {
+    per.item(judge, |status, zones| match status {
         Status::Pass => tr!(
             lang,
             "un nouvel abonné reçoit le dernier heartbeat de chaque zone",
@@ -92,17 +93,14 @@ pub(crate) fn retained(seen: &MqttSeen, expect: &Expect, lang: Lang) -> Item {
 }
 
 pub(crate) fn qos(hash: &Seen<Sample>, lang: Lang) -> Item {
+    let judge = Judge::new(HEARTBEAT_QOS, lang);
     let sample = match hash {
         Ok(s) => s,
-        Err(gap) => return Item::from_gap(HEARTBEAT_QOS, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     let granted = sample.granted.first().and_then(|(_, q)| *q).unwrap_or(0);
     if granted == 0 {
-        return Item::new(
-            HEARTBEAT_QOS,
-            lang,
-            Status::NotChecked,
-            tr!(
+        return judge.not_checked(tr!(
                 lang,
                 "le broker n'accorde que la QoS 0 à l'abonnement : impossible de voir celle de l'éditeur",
                 "the broker grants the subscription QoS 0 only: the publisher's QoS cannot be seen"
@@ -110,12 +108,7 @@ pub(crate) fn qos(hash: &Seen<Sample>, lang: Lang) -> Item {
         );
     }
     if sample.heartbeats.is_empty() {
-        return Item::new(
-            HEARTBEAT_QOS,
-            lang,
-            Status::NotChecked,
-            tr!(lang, "aucun heartbeat reçu", "no heartbeat received"),
-        );
+        return judge.not_checked(tr!(lang, "aucun heartbeat reçu", "no heartbeat received"));
     }
     let mut per_zone: BTreeMap<&str, BTreeMap<u8, usize>> = BTreeMap::new();
     for h in &sample.heartbeats {
@@ -135,36 +128,27 @@ pub(crate) fn qos(hash: &Seen<Sample>, lang: Lang) -> Item {
         }
     }
     if bad.is_empty() {
-        Item::new(
-            HEARTBEAT_QOS,
+        judge.pass(tr!(
             lang,
-            Status::Pass,
-            tr!(
-                lang,
-                "heartbeats reçus en QoS 0 sur un abonnement QoS {granted}",
-                "heartbeats received at QoS 0 on a QoS {granted} subscription"
-            ),
-        )
+            "heartbeats reçus en QoS 0 sur un abonnement QoS {granted}",
+            "heartbeats received at QoS 0 on a QoS {granted} subscription"
+        ))
     } else {
-        Item::new(
-            HEARTBEAT_QOS,
+        judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "heartbeats publiés au-dessus de la QoS 0 : {}",
-                "heartbeats published above QoS 0: {}",
-                bad.join(", ")
-            ),
-        )
+            "heartbeats publiés au-dessus de la QoS 0 : {}",
+            "heartbeats published above QoS 0: {}",
+            bad.join(", ")
+        ))
     }
     .with(evidence)
 }
 
 pub(crate) fn period(hash: &Seen<Sample>, expect: &Expect, lang: Lang) -> Item {
+    let judge = Judge::new(HEARTBEAT_PERIOD, lang);
     let sample = match hash {
         Ok(s) => s,
-        Err(gap) => return Item::from_gap(HEARTBEAT_PERIOD, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     let (p, tol, w) = (
         expect.heartbeat_period,
@@ -236,7 +220,7 @@ pub(crate) fn period(hash: &Seen<Sample>, expect: &Expect, lang: Lang) -> Item {
         };
         per.push(zone, status, line);
     }
-    per.item(HEARTBEAT_PERIOD, lang, |status, zones| match status {
+    per.item(judge, |status, zones| match status {
         Status::Pass => tr!(
             lang,
             "un heartbeat toutes les {expected} par zone",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::s;
 use crate::lab::ids::*;
 use crate::lab::observed::{same_value, Gap, Sample, Seen, SeenReading};
-use crate::lab::{Item, Lang, Status};
+use crate::lab::{Item, Judge, Lang, Status};
 use crate::tr;
 
 /// A numeric point of the window: its measurement, field, value and tags.
@@ -260,9 +260,9 @@ fn measurement(
     readings: &[SeenReading],
     lang: Lang,
 ) -> Item {
-    let id = INFLUX_MEASUREMENT;
+    let judge = Judge::new(INFLUX_MEASUREMENT, lang);
     let all = match (&seen.measurements, &seen.points) {
-        (Err(gap), _) | (_, Err(gap)) => return Item::from_gap(id, lang, gap),
+        (Err(gap), _) | (_, Err(gap)) => return judge.gap(gap),
         (Ok(m), Ok(_)) => m,
     };
     let bucket = &seen.bucket;
@@ -273,17 +273,13 @@ fn measurement(
         list(all)
     )];
     let Some(sc) = schema else {
-        return Item::new(
-            id,
-            lang,
-            Status::Fail,
-            tr!(
+        return judge
+            .fail(tr!(
                 lang,
                 "aucun point numérique dans le bucket {bucket} pendant la fenêtre",
                 "no numeric point in bucket {bucket} during the window"
-            ),
-        )
-        .with(evidence);
+            ))
+            .with(evidence);
     };
     let m = &sc.measurement;
     evidence.push(tr!(
@@ -294,17 +290,13 @@ fn measurement(
         list(&sc.fields)
     ));
     let Some(zt) = &sc.zone_tag else {
-        return Item::new(
-            id,
-            lang,
-            Status::Fail,
-            tr!(
+        return judge
+            .fail(tr!(
                 lang,
                 "aucun measurement n'a de tag portant les noms de zone (le plus proche : {m})",
                 "no measurement has a tag holding the zone names (closest: {m})"
-            ),
-        )
-        .with(evidence);
+            ))
+            .with(evidence);
     };
     let Some(st) = &sc.sensor_tag else {
         let sensors = list(
@@ -318,17 +310,12 @@ fn measurement(
         } else {
             Status::Fail
         };
-        return Item::new(
-            id,
+        let why = tr!(
             lang,
-            status,
-            tr!(
-                lang,
-                "{m} a le tag {zt} mais aucun tag portant les capteurs vus sur MQTT ({sensors})",
-                "{m} has tag {zt} but no tag holding the sensors seen on MQTT ({sensors})"
-            ),
-        )
-        .with(evidence);
+            "{m} a le tag {zt} mais aucun tag portant les capteurs vus sur MQTT ({sensors})",
+            "{m} has tag {zt} but no tag holding the sensors seen on MQTT ({sensors})"
+        );
+        return judge.verdict(status, why).with(evidence);
     };
     let fields = list(sc.temp_field.iter().chain(&sc.hum_field));
     let fields = if fields.is_empty() {
@@ -336,33 +323,25 @@ fn measurement(
     } else {
         fields
     };
-    Item::new(
-        id,
-        lang,
-        Status::Pass,
-        tr!(
+    judge
+        .pass(tr!(
             lang,
             "measurement {m} : tags {zt} (zone) et {st} (capteur), fields numériques {fields}",
             "measurement {m}: tags {zt} (zone) and {st} (sensor), numeric fields {fields}"
-        ),
-    )
-    .with(evidence)
+        ))
+        .with(evidence)
 }
 
 fn values(seen: &InfluxSeen, schema: Option<&Schema>, hash: &Seen<Sample>, lang: Lang) -> Item {
-    let id = INFLUX_VALUES;
+    let judge = Judge::new(INFLUX_VALUES, lang);
     let (points, sample) = match (&seen.points, hash) {
-        (Err(gap), _) => return Item::from_gap(id, lang, gap),
+        (Err(gap), _) => return judge.gap(gap),
         (_, Err(_)) => {
-            return Item::from_gap(
-                id,
+            return judge.gap(&Gap::NotChecked(tr!(
                 lang,
-                &Gap::NotChecked(tr!(
-                    lang,
-                    "aucune mesure MQTT à comparer",
-                    "no MQTT reading to compare"
-                )),
-            )
+                "aucune mesure MQTT à comparer",
+                "no MQTT reading to compare"
+            )))
         }
         (Ok(p), Ok(s)) => (p, s),
     };
@@ -373,28 +352,18 @@ fn values(seen: &InfluxSeen, schema: Option<&Schema>, hash: &Seen<Sample>, lang:
         .cloned()
         .collect();
     if comparable.is_empty() {
-        return Item::new(
-            id,
+        return judge.not_checked(tr!(
             lang,
-            Status::NotChecked,
-            tr!(
-                lang,
-                "aucune mesure MQTT avec une temp numérique à comparer",
-                "no MQTT reading with a numeric temp to compare"
-            ),
-        );
+            "aucune mesure MQTT avec une temp numérique à comparer",
+            "no MQTT reading with a numeric temp to compare"
+        ));
     }
     let Some(sc) = schema.filter(|s| s.zone_tag.is_some()) else {
-        return Item::new(
-            id,
+        return judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "aucun measurement où chercher les valeurs (voir {INFLUX_MEASUREMENT})",
-                "no measurement to look for the values in (see {INFLUX_MEASUREMENT})"
-            ),
-        );
+            "aucun measurement où chercher les valeurs (voir {INFLUX_MEASUREMENT})",
+            "no measurement to look for the values in (see {INFLUX_MEASUREMENT})"
+        ));
     };
     let missing = missing(sc, points, &comparable);
     let (n, k) = (comparable.len(), comparable.len() - missing.len());
@@ -427,33 +396,23 @@ fn values(seen: &InfluxSeen, schema: Option<&Schema>, hash: &Seen<Sample>, lang:
         ));
     }
     if missing.is_empty() {
-        Item::new(
-            id,
+        judge.pass(tr!(
             lang,
-            Status::Pass,
-            tr!(
-                lang,
-                "{k}/{n} mesures de la fenêtre dans {m} avec les mêmes temp et hum",
-                "{k}/{n} readings of the window in {m} with the same temp and hum"
-            ),
-        )
+            "{k}/{n} mesures de la fenêtre dans {m} avec les mêmes temp et hum",
+            "{k}/{n} readings of the window in {m} with the same temp and hum"
+        ))
     } else {
-        Item::new(
-            id,
+        judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "{k}/{n} mesures seulement retrouvées dans {m} avec les mêmes valeurs",
-                "only {k}/{n} readings found in {m} with the same values"
-            ),
-        )
+            "{k}/{n} mesures seulement retrouvées dans {m} avec les mêmes valeurs",
+            "only {k}/{n} readings found in {m} with the same values"
+        ))
     }
     .with(evidence)
 }
 
 fn retention(seen: &InfluxSeen, lang: Lang) -> Item {
-    let id = INFLUX_RETENTION;
+    let judge = Judge::new(INFLUX_RETENTION, lang);
     let bucket = &seen.bucket;
     match &seen.retention {
         Ok(Some(d)) => {
@@ -468,28 +427,18 @@ fn retention(seen: &InfluxSeen, lang: Lang) -> Item {
                     humantime::format_duration(*d)
                 )
             };
-            Item::new(
-                id,
+            judge.pass(tr!(
                 lang,
-                Status::Pass,
-                tr!(
-                    lang,
-                    "bucket {bucket} : rétention de {human}",
-                    "bucket {bucket}: retention {human}"
-                ),
-            )
+                "bucket {bucket} : rétention de {human}",
+                "bucket {bucket}: retention {human}"
+            ))
         }
-        Ok(None) => Item::new(
-            id,
+        Ok(None) => judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "bucket {bucket} : aucune rétention (données gardées pour toujours)",
-                "bucket {bucket}: no retention (data kept forever)"
-            ),
-        ),
-        Err(gap) => Item::from_gap(id, lang, gap),
+            "bucket {bucket} : aucune rétention (données gardées pour toujours)",
+            "bucket {bucket}: no retention (data kept forever)"
+        )),
+        Err(gap) => judge.gap(gap),
     }
 }
 

@@ -17,7 +17,7 @@ pub mod rest;
 use std::time::Duration;
 
 use super::observed::{Anonymous, RoundTrip, Sample, Seen};
-use super::{Item, Lang, Status};
+use super::{Item, Judge, Lang, Status};
 
 pub use influx::InfluxSeen;
 pub use rest::RestSeen;
@@ -93,12 +93,7 @@ impl PerZone {
     }
 
     /// The item; `say` gives its summary from the verdict and the zones that have it.
-    pub(crate) fn item(
-        self,
-        id: &'static str,
-        lang: Lang,
-        say: impl FnOnce(Status, String) -> String,
-    ) -> Item {
+    pub(crate) fn item(self, judge: Judge, say: impl FnOnce(Status, String) -> String) -> Item {
         let status = if self.statuses.contains(&Status::Fail) {
             Status::Fail
         } else if self.statuses.contains(&Status::NotChecked) || self.statuses.is_empty() {
@@ -113,7 +108,9 @@ impl PerZone {
             .filter(|(_, s)| **s == status)
             .map(|(z, _)| z.as_str())
             .collect();
-        Item::new(id, lang, status, say(status, which.join(", "))).with(self.lines)
+        judge
+            .verdict(status, say(status, which.join(", ")))
+            .with(self.lines)
     }
 }
 

@@ -5,22 +5,23 @@ use std::collections::BTreeMap;
 
 use crate::lab::ids::*;
 use crate::lab::observed::{FieldState, Sample, Seen, FIELDS};
-use crate::lab::{Item, Lang, Status};
+use crate::lab::{Item, Judge, Lang};
 use crate::tr;
 
 fn no_reading(id: &'static str, lang: Lang) -> Item {
-    Item::new(
-        id,
+    let judge = Judge::new(id, lang);
+    judge.not_checked(tr!(
         lang,
-        Status::NotChecked,
-        tr!(lang, "aucune mesure à examiner", "no reading to examine"),
-    )
+        "aucune mesure à examiner",
+        "no reading to examine"
+    ))
 }
 
 pub(crate) fn field(hash: &Seen<Sample>, i: usize, id: &'static str, lang: Lang) -> Item {
+    let judge = Judge::new(id, lang);
     let sample = match hash {
         Ok(s) => s,
-        Err(gap) => return Item::from_gap(id, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     let name = FIELDS[i];
     let total = sample.readings.len();
@@ -63,17 +64,13 @@ pub(crate) fn field(hash: &Seen<Sample>, i: usize, id: &'static str, lang: Lang)
             example.topic,
             example.excerpt
         ));
-        return Item::new(
-            id,
-            lang,
-            Status::Pass,
-            tr!(
+        return judge
+            .pass(tr!(
                 lang,
                 "présent et typé dans {ok}/{total} mesures",
                 "present and typed in {ok}/{total} readings"
-            ),
-        )
-        .with(evidence);
+            ))
+            .with(evidence);
     }
     let (m, w) = (missing.len(), wrong.len());
     let summary = match (m, w) {
@@ -93,13 +90,14 @@ pub(crate) fn field(hash: &Seen<Sample>, i: usize, id: &'static str, lang: Lang)
             "{name} missing from {m} and mistyped in {w} of {total} readings"
         ),
     };
-    Item::new(id, lang, Status::Fail, summary).with(evidence)
+    judge.fail(summary).with(evidence)
 }
 
 pub(crate) fn critical(hash: &Seen<Sample>, lang: Lang) -> Item {
+    let judge = Judge::new(PAYLOAD_CRITICAL, lang);
     let sample = match hash {
         Ok(s) => s,
-        Err(gap) => return Item::from_gap(PAYLOAD_CRITICAL, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     if sample.readings.is_empty() {
         return no_reading(PAYLOAD_CRITICAL, lang);
@@ -110,16 +108,11 @@ pub(crate) fn critical(hash: &Seen<Sample>, lang: Lang) -> Item {
         .filter(|r| r.level.is_some())
         .collect();
     if with_level.is_empty() {
-        return Item::new(
-            PAYLOAD_CRITICAL,
+        return judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "aucune mesure ne porte alert_level : rien ne distingue une mesure critique",
-                "no reading carries alert_level: nothing tells a critical reading apart"
-            ),
-        );
+            "aucune mesure ne porte alert_level : rien ne distingue une mesure critique",
+            "no reading carries alert_level: nothing tells a critical reading apart"
+        ));
     }
     let mut levels: BTreeMap<String, usize> = BTreeMap::new();
     for r in &with_level {
@@ -134,11 +127,7 @@ pub(crate) fn critical(hash: &Seen<Sample>, lang: Lang) -> Item {
         .filter(|r| r.level.as_ref().is_some_and(|l| l.is_critical()))
         .collect();
     let Some(first) = critical.first() else {
-        return Item::new(
-            PAYLOAD_CRITICAL,
-            lang,
-            Status::NotChecked,
-            tr!(
+        return judge.not_checked(tr!(
                 lang,
                 "aucune mesure critique dans la fenêtre (niveaux vus : {counts}) : rendre une zone critique et relancer",
                 "no critical reading in the window (levels seen: {counts}): make a zone critical and run again"
@@ -160,17 +149,13 @@ pub(crate) fn critical(hash: &Seen<Sample>, lang: Lang) -> Item {
             "and {alerts} messages on entrepot/alerts/<zone>"
         ));
     }
-    Item::new(
-        PAYLOAD_CRITICAL,
-        lang,
-        Status::Pass,
-        tr!(
+    judge
+        .pass(tr!(
             lang,
             "{n} mesures critiques ({counts})",
             "{n} critical readings ({counts})"
-        ),
-    )
-    .with(evidence)
+        ))
+        .with(evidence)
 }
 
 #[cfg(test)]
@@ -178,6 +163,7 @@ mod tests {
     use super::*;
     use crate::lab::eval::fixtures::*;
     use crate::lab::observed::Gap;
+    use crate::lab::Status;
 
     #[test]
     fn every_field_present_and_typed() {

@@ -11,7 +11,7 @@ use crate::lab::ids::*;
 use crate::lab::observed::{
     numbers, AlertProbe, Gap, HttpSeen, LatestAnswer, Sample, Seen, SeenReading,
 };
-use crate::lab::{Item, Lang, Status};
+use crate::lab::{Item, Judge, Lang, Status};
 use crate::tr;
 
 /// What the team's API showed.
@@ -66,7 +66,7 @@ fn latest(seen: &RestSeen, hash: &Seen<Sample>, zones: &[String], lang: Lang) ->
     }
     let max = all_lags.iter().copied().fold(0.0, f64::max);
     let med = median(&mut all_lags);
-    per.item(REST_LATEST, lang, |status, zones| match status {
+    per.item(Judge::new(REST_LATEST, lang), |status, zones| match status {
         Status::Pass => tr!(
             lang,
             "chaque zone montre ce que MQTT a transporté, décalage médian {med:.1} s, max {max:.1} s",
@@ -162,10 +162,10 @@ fn latest_zone(
 }
 
 fn thresholds(seen: &Seen<HttpSeen>, lang: Lang) -> Item {
-    let id = REST_THRESHOLDS;
+    let judge = Judge::new(REST_THRESHOLDS, lang);
     let h = match seen {
         Ok(h) => h,
-        Err(gap) => return Item::from_gap(id, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     let (code, took, body) = (h.status, h.took_ms, h.excerpt());
     let evidence = vec![tr!(
@@ -220,19 +220,19 @@ fn thresholds(seen: &Seen<HttpSeen>, lang: Lang) -> Item {
             }
         }
     };
-    Item::new(id, lang, status, summary).with(evidence)
+    judge.verdict(status, summary).with(evidence)
 }
 
 fn alert_post(seen: &Seen<AlertProbe>, lang: Lang) -> Item {
-    let id = REST_ALERT_POST;
+    let judge = Judge::new(REST_ALERT_POST, lang);
     let a = match seen {
         Ok(a) => a,
-        Err(gap) => return Item::from_gap(id, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     let sent = tr!(lang, "corps envoyé : {}", "body sent: {}", a.body);
     let h = match &a.post {
         Ok(h) => h,
-        Err(gap) => return Item::from_gap(id, lang, gap).with(vec![sent]),
+        Err(gap) => return judge.gap(gap).with(vec![sent]),
     };
     let (code, took, body) = (h.status, h.took_ms, h.excerpt());
     let answer = tr!(
@@ -268,26 +268,21 @@ fn alert_post(seen: &Seen<AlertProbe>, lang: Lang) -> Item {
             ),
         )
     };
-    Item::new(id, lang, status, summary).with(vec![sent, answer])
+    judge.verdict(status, summary).with(vec![sent, answer])
 }
 
 fn alert_visible(seen: &Seen<AlertProbe>, lang: Lang) -> Item {
-    let id = REST_ALERT_VISIBLE;
+    let judge = Judge::new(REST_ALERT_VISIBLE, lang);
     let a = match seen {
         Ok(a) => a,
-        Err(gap) => return Item::from_gap(id, lang, gap),
+        Err(gap) => return judge.gap(gap),
     };
     if !a.post.as_ref().is_ok_and(|h| ok(h.status)) {
-        return Item::new(
-            id,
+        return judge.not_checked(tr!(
             lang,
-            Status::NotChecked,
-            tr!(
-                lang,
-                "l'alerte n'a pas été acceptée",
-                "the alert was not accepted"
-            ),
-        );
+            "l'alerte n'a pas été acceptée",
+            "the alert was not accepted"
+        ));
     }
     let marker = &a.marker;
     let mut evidence: Vec<String> = a
@@ -304,24 +299,14 @@ fn alert_visible(seen: &Seen<AlertProbe>, lang: Lang) -> Item {
         .collect();
     evidence.extend(a.looked.iter().cloned());
     if a.found.is_empty() {
-        Item::new(
-            id,
+        judge.fail(tr!(
             lang,
-            Status::Fail,
-            tr!(
-                lang,
-                "acceptée mais introuvable (marqueur {marker})",
-                "accepted but found nowhere (marker {marker})"
-            ),
-        )
+            "acceptée mais introuvable (marqueur {marker})",
+            "accepted but found nowhere (marker {marker})"
+        ))
     } else {
         let places: Vec<&str> = a.found.iter().map(|(p, _)| p.as_str()).collect();
-        Item::new(
-            id,
-            lang,
-            Status::Pass,
-            tr!(lang, "visible : {}", "visible: {}", places.join(" ; ")),
-        )
+        judge.pass(tr!(lang, "visible : {}", "visible: {}", places.join(" ; ")))
     }
     .with(evidence)
 }
