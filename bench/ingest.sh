@@ -40,7 +40,8 @@ iport=${influx##*:}
 
 export ARNG_MQTT_URL="mqtt://127.0.0.1:$mport" INFLUX_URL="http://127.0.0.1:$iport" INFLUX_TOKEN=dev-token
 labels=(this)
-[ -z "${BASELINE:-}" ] || { [ -x "$BASELINE" ] || die "BASELINE $BASELINE is not executable"; labels+=(baseline); }
+bench_baseline
+[ -z "$baseline" ] || labels+=(baseline)
 ingest_pid=""
 # start_ingest BINARY: a fresh ingest (its own spool, same client id and session).
 start_ingest() {
@@ -69,7 +70,7 @@ results="$work/results.txt"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
 for label in "${labels[@]}"; do
-  if [ "$label" = this ]; then bin=$arng; else bin=$BASELINE; fi
+  if [ "$label" = this ]; then bin=$arng; else bin=$baseline; fi
   start_ingest "$bin" "$label"
   zones=$(seq 1 "$NZONES" | sed "s/^/r${round}${label:0:1}z/" | paste -sd,)
   before=$(written)
