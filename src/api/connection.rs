@@ -183,10 +183,24 @@ impl<T: AsyncWrite + Linger> AsyncWrite for JsonErrorsIo<T> {
         self.io().poll_shutdown(cx)
     }
 
-    // Not vectored: hyper then hands each answer's head over in one contiguous buffer,
-    // which is what `rewrite` recognises.
+    // Vectored, as the socket is: hyper then writes a head and its body with one
+    // `writev` instead of copying the body behind the head. Its own error answers
+    // have no body, so their head is the only non-empty slice.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next()) {
+            return self.poll_write(cx, only);
+        }
+        ready!(self.poll_pending(cx))?;
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.as_ref().is_some_and(T::is_write_vectored)
     }
 }
 
@@ -206,12 +220,13 @@ fn rewrite(buf: &[u8]) -> Option<Vec<u8>> {
     if !(buf.starts_with(b"HTTP/1.1 ") || buf.starts_with(b"HTTP/1.0 ")) {
         return None;
     }
+    // The status first: every answer of the router stops here, unscanned.
+    let status: u16 = std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()?;
+    let error = message(status)?;
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..end]).ok()?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;
-    let status: u16 = status_line.get(9..12)?.parse().ok()?;
-    let error = message(status)?;
     let headers: Vec<&str> = lines.collect();
     let empty = headers.iter().any(|h| {
         h.split_once(':').is_some_and(|(k, v)| {
@@ -299,5 +314,43 @@ mod tests {
             "{seen}"
         );
         assert!(seen.ends_with("\"}after"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_are_rewritten_only_when_the_head_is_alone() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let mut io = JsonErrorsIo::new(a);
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            b.read_to_end(&mut out).await.unwrap();
+            String::from_utf8(out).unwrap()
+        });
+        let error = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n";
+        let empty: &[u8] = b"";
+        let n = io
+            .write_vectored(&[io::IoSlice::new(empty), io::IoSlice::new(error)])
+            .await
+            .unwrap();
+        assert_eq!(n, error.len());
+        io.flush().await.unwrap();
+        // A head with its body (what the router answers) passes through untouched;
+        // DuplexStream writes one slice per call, so write what it took and go on.
+        let answer = [&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"[..], b"{}"];
+        let mut slices = answer.map(io::IoSlice::new);
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = io.write_vectored(rest).await.unwrap();
+            io::IoSlice::advance_slices(&mut rest, n);
+        }
+        io.shutdown().await.unwrap();
+        drop(io);
+        let seen = reader.await.unwrap();
+        let (rewritten, passed) = seen.split_once("HTTP/1.1 200 OK").unwrap();
+        assert!(
+            rewritten.contains("content-type: application/json"),
+            "{seen}"
+        );
+        assert!(rewritten.contains("too long"), "{seen}");
+        assert_eq!(passed, "\r\ncontent-length: 2\r\n\r\n{}");
     }
 }

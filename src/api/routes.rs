@@ -18,6 +18,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 use utoipa::ToSchema;
 
+use axum::handler::Handler;
+use tower_http::limit::RequestBodyLimitLayer;
+
 use super::error::{ApiError, ErrorBody};
 use super::input::Params;
 use super::{alerts, openapi, thresholds, zones, AppState};
@@ -34,11 +37,21 @@ pub fn routes() -> Router<AppState> {
         .route("/zones", get(zones::zones))
         .route("/zones/{zone}/latest", get(zones::zone_latest))
         .route("/zones/{zone}/history", get(zones::zone_history))
+        // The body limit only where a body is read: a body announced larger than the
+        // limit is refused before it is read; one that grows past it while streaming
+        // fails when the handler reads it. GET routes skip the wrapping.
         .route(
             "/thresholds",
-            get(thresholds::get_thresholds).put(thresholds::put_thresholds),
+            get(thresholds::get_thresholds).put(thresholds::put_thresholds.layer(body_limit())),
         )
-        .route("/alerts", get(alerts::list_alerts).post(alerts::post_alert))
+        .route(
+            "/alerts",
+            get(alerts::list_alerts).post(alerts::post_alert.layer(body_limit())),
+        )
+}
+
+fn body_limit() -> RequestBodyLimitLayer {
+    RequestBodyLimitLayer::new(super::input::MAX_BODY_BYTES)
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
