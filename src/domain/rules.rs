@@ -103,6 +103,32 @@ pub struct SeenZone {
     pub silenced: bool,
 }
 
+/// Records that `key` (a sensor or a zone) was heard at `now`. True if it had been
+/// declared silent (its silence alert is to be cleared). `generation` moves whenever
+/// the state worth saving changes: a new key, or a silence ended.
+fn heard<K: std::hash::Hash + Eq>(
+    seen: &mut HashMap<K, Seen>,
+    key: K,
+    now: DateTime<Utc>,
+    generation: &mut u64,
+) -> bool {
+    let fresh = Seen {
+        last: now,
+        silenced: false,
+    };
+    match seen.insert(key, fresh) {
+        Some(before) if !before.silenced => false,
+        Some(_) => {
+            *generation += 1;
+            true
+        }
+        None => {
+            *generation += 1;
+            false
+        }
+    }
+}
+
 impl RuleEngine {
     pub fn new() -> RuleEngine {
         RuleEngine::default()
@@ -112,31 +138,15 @@ impl RuleEngine {
     pub fn on_reading(&mut self, t: &Thresholds, r: &Reading, now: DateTime<Utc>) -> Vec<Alert> {
         let mut out = Vec::new();
         let key = (r.zone.clone(), r.sensor.clone());
-        if let Some(seen) = self.sensors.get_mut(&key) {
-            if seen.silenced {
-                self.generation += 1;
-                out.push(silence_alert(
-                    &r.zone,
-                    Some(&r.sensor),
-                    AlertLevel::Warning,
-                    AlertState::Cleared,
-                    now,
-                    t,
-                ));
-            }
-            *seen = Seen {
-                last: now,
-                silenced: false,
-            };
-        } else {
-            self.generation += 1;
-            self.sensors.insert(
-                key,
-                Seen {
-                    last: now,
-                    silenced: false,
-                },
-            );
+        if heard(&mut self.sensors, key, now, &mut self.generation) {
+            out.push(silence_alert(
+                &r.zone,
+                Some(&r.sensor),
+                AlertLevel::Warning,
+                AlertState::Cleared,
+                now,
+                t,
+            ));
         }
         for metric in Metric::ALL {
             let value = match metric {
@@ -226,31 +236,15 @@ impl RuleEngine {
     /// Records a zone heartbeat received at `now`.
     pub fn on_heartbeat(&mut self, t: &Thresholds, zone: &Zone, now: DateTime<Utc>) -> Vec<Alert> {
         let mut out = Vec::new();
-        if let Some(seen) = self.zones.get_mut(zone) {
-            if seen.silenced {
-                self.generation += 1;
-                out.push(silence_alert(
-                    zone,
-                    None,
-                    AlertLevel::Critical,
-                    AlertState::Cleared,
-                    now,
-                    t,
-                ));
-            }
-            *seen = Seen {
-                last: now,
-                silenced: false,
-            };
-        } else {
-            self.generation += 1;
-            self.zones.insert(
-                zone.clone(),
-                Seen {
-                    last: now,
-                    silenced: false,
-                },
-            );
+        if heard(&mut self.zones, zone.clone(), now, &mut self.generation) {
+            out.push(silence_alert(
+                zone,
+                None,
+                AlertLevel::Critical,
+                AlertState::Cleared,
+                now,
+                t,
+            ));
         }
         out
     }
