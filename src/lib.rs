@@ -13,14 +13,21 @@
 //!   picks its heading) and the version line (git commit and build date, from build.rs).
 //!
 //! What the commands run:
-//! - [`ingest`]: the MQTT → rules → InfluxDB middleware (`arng ingest`): [`ingest::pipeline`]
-//!   (ordering of acknowledgements), [`ingest::writer`] (batches, retries, spool,
-//!   acknowledgements), [`ingest::spool`] (the disk spool), [`ingest::reader`] (the
-//!   payload policy, counted and logged normalisations), [`ingest::deadletter`] (the
-//!   rate-limited copies on `entrepot/deadletter/<reason>`).
+//! - [`ingest`]: the MQTT → rules → InfluxDB middleware (`arng ingest`): [`ingest::link`]
+//!   (the broker connection, driven packet by packet: back-pressure, the memory bound,
+//!   acknowledgements in bulk), [`ingest::classify`] (what a message is),
+//!   [`ingest::reader`] (the payload policy, counted and logged normalisations),
+//!   [`ingest::deadletter`] (the rate-limited copies on `entrepot/deadletter/<reason>`),
+//!   [`ingest::outbox`] (what passes between link and writer), [`ingest::writer`]
+//!   (rules, batches, settling in order with [`ingest::pipeline`]),
+//!   [`ingest::storage`] (InfluxDB with retries and splitting, else the disk
+//!   [`ingest::spool`]), [`ingest::rule_state`] (alerts kept across restarts),
+//!   [`ingest::metrics`].
 //! - [`api`]: the REST API and live dashboard of `arng serve` (axum): [`api::routes`],
 //!   [`api::live`] (the live view), [`api::feed`] (its MQTT and InfluxDB feeds),
-//!   [`api::queries`] (Flux), [`api::supervise`] (indicators), [`api::error`].
+//!   [`api::queries`] (Flux), [`api::supervise`] (indicators), `api::input` (query
+//!   and body parsing, the body limit), [`api::openapi`] (`/openapi.json`, `/docs`),
+//!   [`api::connection`] (JSON bodies for hyper's own errors), [`api::error`].
 //! - [`sim`]: the simulator (`arng simulate`): [`sim::model`] (the signal model, pure and
 //!   seeded), [`sim::plan`] (options checked together), [`sim::link`] (a reconnecting
 //!   MQTT connection), [`sim::fleet`] (generators, alerts, heartbeats),
@@ -60,7 +67,8 @@
 //!   [`domain::payload`], [`domain::alert`], [`domain::thresholds`], [`domain::rules`],
 //!   [`domain::schema`] (InfluxDB schema), [`domain::line_protocol`], [`domain::flux`]
 //!   (Flux literals), [`domain::json`] (untrusted JSON objects, values shown short),
-//!   [`domain::deadletter`] (the published dead-letter record).
+//!   [`domain::deadletter`] (the published dead-letter record), [`domain::clock`] (each
+//!   sensor's strictly increasing timestamps).
 //! - [`supervision`]: the probe convention, broker `$SYS` statistics and the three key
 //!   indicators with their thresholds.
 //! - [`stats`]: latency histograms (HdrHistogram), coordinated-omission correction,
