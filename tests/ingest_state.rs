@@ -60,16 +60,23 @@ async fn wait_readings(db: &Influxd, n: i64) {
     .await;
 }
 
-/// Raised before a crash (SIGKILL, after the batch was acknowledged), still above the
-/// critical bound after the restart: no second warning or critical alert, on MQTT or
-/// in InfluxDB; the restored alerts count as active at once.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_alert_still_raised_after_a_crash_is_not_raised_again() {
+/// A chain whose ingest (thresholds with debounce 1) has raised the warning and the
+/// critical alert of `nord/s1` from two readings starting at `base`.
+struct Raised {
+    broker: Mosquitto,
+    db: Influxd,
+    ingest: IngestProc,
+    base: i64,
+    /// Holds the thresholds file.
+    _dir: tempfile::TempDir,
+}
+
+async fn raised() -> Raised {
     let broker = Mosquitto::start();
     let db = Influxd::start();
     let dir = tempfile::tempdir().unwrap();
     let file = thresholds_file(dir.path());
-    let mut ingest = IngestProc::start(&broker, &db, &["--thresholds", &file]);
+    let ingest = IngestProc::start(&broker, &db, &["--thresholds", &file]);
     let base = now_ms() - 60_000;
     publish_all(
         &broker,
@@ -84,6 +91,27 @@ async fn an_alert_still_raised_after_a_crash_is_not_raised_again() {
         || async { (temp_alerts(&db, r#" and r.state == "raised""#).await == 2).then_some(()) },
     )
     .await;
+    Raised {
+        broker,
+        db,
+        ingest,
+        base,
+        _dir: dir,
+    }
+}
+
+/// Raised before a crash (SIGKILL, after the batch was acknowledged), still above the
+/// critical bound after the restart: no second warning or critical alert, on MQTT or
+/// in InfluxDB; the restored alerts count as active at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_still_raised_after_a_crash_is_not_raised_again() {
+    let Raised {
+        broker,
+        db,
+        mut ingest,
+        base,
+        _dir,
+    } = raised().await;
     // Acknowledged (so not redelivered): the state was saved before the PUBACKs left.
     tokio::time::sleep(Duration::from_secs(1)).await;
     ingest.kill9();
@@ -129,25 +157,13 @@ async fn an_alert_still_raised_after_a_crash_is_not_raised_again() {
 /// cleared, once each, and none is active.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_whose_condition_ended_while_ingest_was_down_is_cleared() {
-    let broker = Mosquitto::start();
-    let db = Influxd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = thresholds_file(dir.path());
-    let mut ingest = IngestProc::start(&broker, &db, &["--thresholds", &file]);
-    let base = now_ms() - 60_000;
-    publish_all(
-        &broker,
-        "simulator",
-        &temps(base, 0, &[20.0, 35.0]),
-        QoS::AtLeastOnce,
-    )
-    .await;
-    eventually(
-        "warning and critical raised",
-        Duration::from_secs(20),
-        || async { (temp_alerts(&db, r#" and r.state == "raised""#).await == 2).then_some(()) },
-    )
-    .await;
+    let Raised {
+        broker,
+        db,
+        mut ingest,
+        base,
+        _dir,
+    } = raised().await;
     assert_eq!(ingest.terminate(), Some(0), "{}", ingest.log());
 
     publish_all(
